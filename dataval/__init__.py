@@ -1,0 +1,19 @@
+"""dataval: which training examples helped or hurt your model.
+
+Influence functions and data valuation for scikit-learn, skorch and torch
+models, with a scikit-learn API.
+"""
+
+from ._config import config_context, get_config, set_config
+from ._estimators._exact import ExactInfluence
+from ._estimators._tracin import TracIn
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ExactInfluence",
+    "TracIn",
+    "config_context",
+    "get_config",
+    "set_config",
+]

@@ -1,0 +1,92 @@
+"""Per-sample losses: each maps ``(output, target)`` to a ``(batch,)`` tensor.
+
+They are small classes rather than lambdas so that fitted estimators pickle.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _per_row(values):
+    # (B, ...) -> (B,): sum over every non-batch dimension (outputs, positions)
+    return values.reshape(values.shape[0], -1).sum(1)
+
+
+class CrossEntropyLoss:
+    """Softmax cross-entropy on logits ``(B, C, ...)`` with integer targets."""
+
+    def __call__(self, output, target):
+        return _per_row(F.cross_entropy(output, target.long(), reduction="none"))
+
+    def __repr__(self):
+        return "CrossEntropyLoss()"
+
+
+class BinaryCrossEntropyLoss:
+    """Sigmoid cross-entropy on logits ``(B,)`` or ``(B, 1)`` with 0/1 targets."""
+
+    def __call__(self, output, target):
+        output = output.reshape(output.shape[0], -1)
+        target = target.reshape(target.shape[0], -1).to(output.dtype)
+        return _per_row(
+            F.binary_cross_entropy_with_logits(output, target, reduction="none")
+        )
+
+    def __repr__(self):
+        return "BinaryCrossEntropyLoss()"
+
+
+class SquaredErrorLoss:
+    """``sum((output - target) ** 2)`` over the output dimensions of one row."""
+
+    def __call__(self, output, target):
+        output = output.reshape(output.shape[0], -1)
+        target = target.reshape(target.shape[0], -1).to(output.dtype)
+        return _per_row((output - target) ** 2)
+
+    def __repr__(self):
+        return "SquaredErrorLoss()"
+
+
+class CriterionLoss:
+    """A ``torch.nn`` criterion evaluated with ``reduction='none'``.
+
+    ``log_probabilities=True`` takes the log of the output first, as skorch's
+    ``NeuralNetClassifier`` does for its default ``NLLLoss`` on a module that
+    outputs probabilities.
+    """
+
+    def __init__(self, criterion, log_probabilities=False):
+        self.criterion = criterion
+        self.log_probabilities = log_probabilities
+
+    def __call__(self, output, target):
+        if self.log_probabilities:
+            output = torch.log(output + torch.finfo(output.dtype).eps)
+        if isinstance(self.criterion, (torch.nn.NLLLoss, torch.nn.CrossEntropyLoss)):
+            target = target.long()
+        elif target.is_floating_point() or target.dtype != output.dtype:
+            target = target.to(output.dtype).reshape(output.shape)
+        return _per_row(self.criterion(output, target))
+
+    def __repr__(self):
+        return f"CriterionLoss({self.criterion!r})"
+
+
+class CallableLoss:
+    """A user's callable that already returns one loss per row."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, output, target):
+        values = self.function(output, target)
+        if not isinstance(values, torch.Tensor) or values.ndim == 0:
+            raise ValueError(
+                "loss must return one value per sample (a tensor of shape "
+                "(batch,)), got a scalar; use reduction='none'."
+            )
+        return _per_row(values)
+
+    def __repr__(self):
+        return f"CallableLoss({self.function!r})"

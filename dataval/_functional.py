@@ -1,0 +1,178 @@
+"""A fitted model as pure functions of one flat parameter vector.
+
+Everything that differentiates the model goes through :class:`FunctionalModel`:
+per-sample gradients, Hessian- and Gauss-Newton-vector products. It works on
+copies of the parameters, so the user's module is never modified: parameters,
+``requires_grad`` and hooks are untouched and train/eval mode is restored
+after every call, also when an error is raised.
+"""
+
+from contextlib import contextmanager
+
+import torch
+from torch.func import functional_call, grad, jvp, vjp, vmap
+
+from ._adapters import layer_of
+
+
+@contextmanager
+def eval_mode(module):
+    """Put ``module`` in eval mode inside the block, restoring each submodule."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _layer_slices(names, shapes):
+    # consecutive parameters of the same module form one layer
+    layers, start = [], 0
+    for name, shape in zip(names, shapes):
+        size = int(torch.Size(shape).numel())
+        layer = layer_of(name)
+        if layers and layers[-1][0] == layer:
+            layers[-1] = (layer, slice(layers[-1][1].start, start + size))
+        else:
+            layers.append((layer, slice(start, start + size)))
+        start += size
+    return layers
+
+
+class FunctionalModel:
+    """An :class:`~dataval._adapters.AdaptedModel` on one device and dtype.
+
+    Parameters
+    ----------
+    adapted : AdaptedModel
+    device : torch.device
+    dtype : torch.dtype
+        Floating dtype of the parameter copies and inputs.
+    state_dict : dict, default=None
+        Parameters (and buffers) to use instead of the module's own, e.g. a
+        training checkpoint.
+    """
+
+    def __init__(self, adapted, device, dtype, state_dict=None):
+        self.adapted = adapted
+        self.device = device
+        self.dtype = dtype
+        params = adapted.trainable_parameters()
+        fixed = adapted.fixed_tensors()
+        if state_dict is not None:
+            params = {
+                name: _from_state(state_dict, name, p) for name, p in params.items()
+            }
+            fixed = {name: state_dict.get(name, t) for name, t in fixed.items()}
+        self.names = list(params)
+        self.shapes = [tuple(p.shape) for p in params.values()]
+        self.sizes = [int(p.numel()) for p in params.values()]
+        # (p,) detached copy: the user's tensors are never handed to autograd
+        self.theta = torch.cat(
+            [p.detach().reshape(-1).to(device, dtype) for p in params.values()]
+        )
+        self.fixed = {name: self._cast(t.detach()) for name, t in fixed.items()}
+        self.l2 = torch.cat(
+            [
+                torch.as_tensor(adapted.l2.get(name, 0.0), dtype=dtype)
+                .expand(shape)
+                .reshape(-1)
+                for name, shape in zip(self.names, self.shapes)
+            ]
+        ).to(device)
+        self.layers = _layer_slices(self.names, self.shapes)
+
+    @property
+    def n_params(self):
+        return self.theta.numel()
+
+    def _cast(self, tensor):
+        tensor = tensor.to(self.device)
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+
+    def unflatten(self, theta):
+        """``{name: view}`` of a flat ``(p,)`` vector."""
+        pieces = torch.split(theta, self.sizes)
+        return {
+            name: piece.view(shape)
+            for name, piece, shape in zip(self.names, pieces, self.shapes)
+        }
+
+    def _forward(self, theta, X):
+        return functional_call(
+            self.adapted.module, (self.unflatten(theta), self.fixed), (X,)
+        )
+
+    def _sample_loss(self, theta, x, target):
+        output = self._forward(theta, x.unsqueeze(0))
+        return self.adapted.loss(output, target.unsqueeze(0)).sum()
+
+    def _batch_loss(self, theta, X, target):
+        return self.adapted.loss(self._forward(theta, X), target).sum()
+
+    def prepare(self, X, y=None):
+        """Move a batch to the device (floating data cast to the dtype)."""
+        X = self._cast(X)
+        return X if y is None else (X, self._cast(y))
+
+    def outputs(self, X):
+        """Model outputs for a prepared batch, without gradients."""
+        with eval_mode(self.adapted.module), torch.no_grad():
+            return self._forward(self.theta, X)
+
+    def losses(self, X, y):
+        """Per-sample losses ``(B,)`` for a prepared batch."""
+        with eval_mode(self.adapted.module), torch.no_grad():
+            return self.adapted.loss(self._forward(self.theta, X), y)
+
+    def per_sample_grads(self, X, y):
+        """Gradients of each row's loss, ``(B, p)``."""
+        with eval_mode(self.adapted.module):
+            return vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self.theta, X, y)
+
+    def batch_grad(self, X, y):
+        """Gradient of the summed loss of a batch, ``(p,)``."""
+        with eval_mode(self.adapted.module):
+            return grad(self._batch_loss)(self.theta, X, y)
+
+    def curvature_matvec(self, V, X, y, curvature="hessian"):
+        """``V @ C`` for the summed loss of a batch, ``V`` of shape ``(k, p)``.
+
+        ``C`` is the Hessian of ``sum_b loss_b`` (``curvature="hessian"``) or its
+        Gauss-Newton matrix ``J^T H_out J`` (``"ggn"``). No regularizer, no
+        normalization: callers add ``l2`` and divide by ``n``.
+        """
+        with eval_mode(self.adapted.module):
+            if curvature == "hessian":
+                gradient = grad(self._batch_loss)
+
+                def product(v):
+                    return jvp(lambda t: gradient(t, X, y), (self.theta,), (v,))[1]
+
+            else:
+                output, output_vjp = vjp(lambda t: self._forward(t, X), self.theta)
+                output_grad = grad(lambda o: self.adapted.loss(o, y).sum())
+
+                def product(v):
+                    jv = jvp(lambda t: self._forward(t, X), (self.theta,), (v,))[1]
+                    hjv = jvp(output_grad, (output,), (jv,))[1]
+                    return output_vjp(hjv)[0]
+
+            return vmap(product)(V)
+
+
+def _from_state(state_dict, name, default):
+    if name not in state_dict:
+        raise KeyError(
+            f"The checkpoint has no entry {name!r}; it must be a state_dict of the "
+            "same model (keys like those of model.state_dict())."
+        )
+    value = state_dict[name]
+    if tuple(value.shape) != tuple(default.shape):
+        raise ValueError(
+            f"Checkpoint entry {name!r} has shape {tuple(value.shape)}, the model's "
+            f"parameter has {tuple(default.shape)}."
+        )
+    return value
