@@ -4,6 +4,7 @@ Influence functions and data valuation for scikit-learn, skorch and torch
 models, with a scikit-learn API.
 """
 
+from . import metrics
 from ._config import config_context, get_config, set_config
 from ._estimators._exact import ExactInfluence
 from ._estimators._tracin import TracIn
@@ -15,5 +16,6 @@ __all__ = [
     "TracIn",
     "config_context",
     "get_config",
+    "metrics",
     "set_config",
 ]

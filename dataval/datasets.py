@@ -84,7 +84,7 @@ def load_mislabeled_digits(noise=0.1, random_state=0, as_frame=False, scale=True
     --------
     >>> from dataval.datasets import load_mislabeled_digits
     >>> X, y, is_flipped = load_mislabeled_digits(noise=0.1, random_state=0)
-    >>> X.shape, round(is_flipped.mean(), 2)
+    >>> X.shape, round(float(is_flipped.mean()), 2)
     ((1797, 64), 0.1)
     """
     digits = load_digits(as_frame=as_frame)
