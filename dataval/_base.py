@@ -219,32 +219,26 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             With ``by_layer=True`` the index is a MultiIndex ``(layer, test)``.
         """
         X_t, y_t, index = self._prepare_test(X_test, y_test)
-        layers = self._layers()
-        names = list(dict.fromkeys(name for name, _ in layers))
-        n_rows = len(X_t) * (len(names) if by_layer else 1)
-        self._check_dense_size(n_rows)
-        out = np.empty(
-            (len(names) if by_layer else 1, len(X_t), self.n_train_), np.float32
-        )
+        # {layer name: [slices]}: a name may own several blocks (e.g. checkpoints)
+        groups = {}
+        for name, sl in self._layers() if by_layer else [("", slice(None))]:
+            groups.setdefault(name, []).append(sl)
+        self._check_dense_size(len(X_t) * len(groups))
+        out = np.empty((len(groups), len(X_t), self.n_train_), np.float32)
         store = []
         for t0, Q in self._queries(X_t, y_t):
-            t1 = t0 + len(Q)
             for j0, G in self._training_gradients(store):
-                j1 = j0 + len(G)
-                if by_layer:
-                    for name, sl in layers:
-                        block = (
-                            self._influence(Q[:, sl], G[:, sl]).float().cpu().numpy()
-                        )
-                        out[names.index(name), t0:t1, j0:j1] = block
-                else:
-                    out[0, t0:t1, j0:j1] = self._influence(Q, G).float().cpu().numpy()
-        if by_layer:
-            rows = pd.MultiIndex.from_product([names, index], names=["layer", "test"])
-            return pd.DataFrame(
-                out.reshape(n_rows, -1), index=rows, columns=self.train_index_
-            )
-        return pd.DataFrame(out[0], index=index, columns=self.train_index_)
+                for g, slices in enumerate(groups.values()):
+                    block = sum(self._influence(Q[:, sl], G[:, sl]) for sl in slices)
+                    out[g, t0 : t0 + len(Q), j0 : j0 + len(G)] = block.float().cpu()
+        if not by_layer:
+            return pd.DataFrame(out[0], index=index, columns=self.train_index_)
+        rows = pd.MultiIndex.from_product(
+            [list(groups), index], names=["layer", "test"]
+        )
+        return pd.DataFrame(
+            out.reshape(len(rows), -1), index=rows, columns=self.train_index_
+        )
 
     def _check_dense_size(self, n_rows):
         budget = get_config()["max_score_memory"]

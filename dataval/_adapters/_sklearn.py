@@ -141,10 +141,16 @@ def _convert_mlp(model, n_samples):
         coefficient = model.alpha / n_samples
         extra = dict(classes=np.asarray(model.classes_), binary_target=binary)
     else:
+        if getattr(model, "loss", "squared_error") != "squared_error":
+            raise ValueError(
+                f"MLPRegressor(loss={model.loss!r}) is not supported; only "
+                "loss='squared_error' is converted exactly."
+            )
         loss = SquaredErrorLoss()
-        # sklearn: mean over rows and outputs of (y - f)^2 / 2 + alpha/(2n) ||W||^2;
-        # times 2 k: mean_j sum_o (y - f)^2 + (k alpha / n) ||W||^2
-        coefficient = 2.0 * n_outputs * model.alpha / n_samples
+        # sklearn's gradient is that of sum_j sum_o (y - f)^2 / (2n) + alpha/(2n) ||W||^2
+        # (its reported loss_ also divides by the number of outputs, its gradient
+        # does not); times 2: mean_j sum_o (y - f)^2 + (alpha / n) ||W||^2
+        coefficient = 2.0 * model.alpha / n_samples
         extra = {}
     l2 = {f"layer{i}.weight": coefficient for i in range(n_layers)}
     return AdaptedModel(

@@ -1,0 +1,300 @@
+"""The estimator contract of DESIGN.md: outputs, indexes, errors, model safety."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import InvalidParameterError
+
+import dataval
+from dataval import ExactInfluence, TracIn
+
+ESTIMATORS = [ExactInfluence(damping=0.01), TracIn()]
+IDS = ["exact", "tracin"]
+
+
+@pytest.fixture
+def fitted_frame(iris_frame):
+    X, y, X_test, y_test = iris_frame
+    clf = LogisticRegression(C=1.0, max_iter=1000).fit(X, y)
+    return clf, X, y, X_test, y_test
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
+def test_score_frame_keeps_both_indexes(estimator, fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    scores = clone(estimator).fit(clf, X, y).score(X_test, y_test)
+    assert scores.shape == (len(X_test), len(X))
+    assert (scores.dtypes == np.float32).all()
+    assert scores.index.equals(X_test.index) and scores.index.name == "test"
+    assert scores.columns.equals(X.index) and scores.columns.name == "train"
+
+
+def test_numpy_input_gives_range_indexes(iris):
+    X, y, X_test, y_test = iris
+    clf = LogisticRegression(max_iter=1000).fit(X, y)
+    scores = ExactInfluence().fit(clf, X, y).score(X_test, y_test)
+    assert isinstance(scores.index, pd.RangeIndex)
+    assert isinstance(scores.columns, pd.RangeIndex)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
+@pytest.mark.parametrize("kind", ["helpful", "harmful"])
+def test_top_k_agrees_with_score(estimator, kind, fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    estimator = clone(estimator).fit(clf, X, y)
+    scores = estimator.score(X_test, y_test)
+    top = estimator.top_k(X_test, y_test, k=4, kind=kind)
+    assert list(top.columns) == ["test", "rank", "train", "influence"]
+    assert len(top) == 4 * len(X_test)
+    for test, rows in top.groupby("test", sort=False):
+        expected = scores.loc[test].sort_values(ascending=kind == "harmful")[:4]
+        assert list(rows["rank"]) == [1, 2, 3, 4]
+        np.testing.assert_allclose(rows["influence"], expected.to_numpy(), rtol=1e-5)
+        assert set(rows["train"]) == set(expected.index)
+
+
+def test_top_k_streams_within_a_tiny_budget(fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    estimator = ExactInfluence(batch_size=7).fit(clf, X, y)
+    expected = estimator.top_k(X_test, y_test, k=3)
+    with dataval.config_context(max_score_memory=1e-4):
+        with pytest.raises(ValueError, match="top_k"):
+            estimator.score(X_test, y_test)
+        streamed = estimator.top_k(X_test, y_test, k=3)
+    pd.testing.assert_frame_equal(streamed, expected)
+
+
+def test_k_larger_than_the_training_set_is_clipped(fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    top = ExactInfluence().fit(clf, X[:5], y[:5]).top_k(X_test[:2], y_test[:2], k=50)
+    assert len(top) == 2 * 5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(kind="worst"), "kind"), (dict(k=0), "k must"), (dict(k=2.5), "k must")],
+)
+def test_top_k_bad_arguments(kwargs, match, fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    estimator = ExactInfluence().fit(clf, X, y)
+    with pytest.raises(ValueError, match=match):
+        estimator.top_k(X_test, y_test, **kwargs)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
+def test_value_is_the_mean_score(estimator, fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    estimator = clone(estimator).fit(clf, X, y)
+    value = estimator.value(X_test, y_test)
+    assert value.index.equals(X.index) and value.dtype == np.float32
+    np.testing.assert_allclose(
+        value, estimator.score(X_test, y_test).mean(axis=0), rtol=1e-4, atol=1e-9
+    )
+
+
+def test_by_layer_sums_to_score(trained_mlp):
+    module, X, y, X_test, y_test = trained_mlp
+    estimator = ExactInfluence(damping=0.1, curvature="ggn").fit(module, X, y)
+    layers = estimator.score(X_test, y_test, by_layer=True)
+    assert layers.index.names == ["layer", "test"]
+    assert list(layers.index.get_level_values("layer").unique()) == ["0", "2"]
+    np.testing.assert_allclose(
+        layers.groupby(level="test").sum().to_numpy(),
+        estimator.score(X_test, y_test).to_numpy(),
+        rtol=1e-4,
+        atol=1e-8,
+    )
+
+
+def _module_state(module):
+    return (
+        {k: v.clone() for k, v in module.state_dict().items()},
+        [p.requires_grad for p in module.parameters()],
+        [m.training for m in module.modules()],
+        [
+            (
+                dict(m._forward_hooks),
+                dict(m._forward_pre_hooks),
+                dict(m._backward_hooks),
+            )
+            for m in module.modules()
+        ],
+    )
+
+
+def _assert_same_state(before, after):
+    assert before[0].keys() == after[0].keys()
+    for key in before[0]:
+        assert torch.equal(before[0][key], after[0][key]), key
+    assert before[1:] == after[1:]
+
+
+def _user_module():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(4, 6),
+        torch.nn.BatchNorm1d(6),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.5),
+        torch.nn.Linear(6, 3),
+    )
+    module[0].bias.requires_grad_(False)
+    module[4].register_forward_hook(lambda m, i, o: None)
+    module.train()
+    with torch.no_grad():
+        module(torch.randn(32, 4))  # non-trivial BatchNorm statistics
+    return module
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
+def test_user_module_is_left_unchanged(estimator, iris):
+    X, y, X_test, y_test = iris
+    module = _user_module()
+    before = _module_state(module)
+    X, X_test = (
+        torch.tensor(X, dtype=torch.float32),
+        torch.tensor(X_test, dtype=torch.float32),
+    )
+    estimator = clone(estimator).fit(module, X, torch.tensor(y))
+    first = estimator.score(X_test, torch.tensor(y_test))
+    estimator.top_k(X_test, torch.tensor(y_test), k=2)
+    estimator.self_influence()
+    _assert_same_state(before, _module_state(module))
+    # dropout and batch norm ran in eval mode: the scores are deterministic
+    pd.testing.assert_frame_equal(first, estimator.score(X_test, torch.tensor(y_test)))
+    # frozen parameters are not part of the influence
+    assert estimator.n_params_ == sum(
+        p.numel() for p in module.parameters() if p.requires_grad
+    )
+
+
+def test_user_module_is_left_unchanged_when_an_error_is_raised(iris):
+    X, y, *_ = iris
+    module = _user_module()
+    before = _module_state(module)
+
+    def broken_loss(output, target):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        ExactInfluence(loss=broken_loss).fit(
+            module, torch.tensor(X, dtype=torch.float32), torch.tensor(y)
+        )
+    _assert_same_state(before, _module_state(module))
+
+
+def test_sklearn_model_is_left_unchanged(fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    coef, intercept = clf.coef_.copy(), clf.intercept_.copy()
+    params = clf.get_params()
+    ExactInfluence().fit(clf, X, y).score(X_test, y_test)
+    np.testing.assert_array_equal(clf.coef_, coef)
+    np.testing.assert_array_equal(clf.intercept_, intercept)
+    assert clf.get_params() == params
+
+
+def test_pickle_round_trip_gives_the_same_scores(fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    estimator = ExactInfluence().fit(clf, X, y)
+    restored = pickle.loads(pickle.dumps(estimator))
+    pd.testing.assert_frame_equal(
+        restored.score(X_test, y_test), estimator.score(X_test, y_test)
+    )
+
+
+def test_get_params_and_clone():
+    estimator = ExactInfluence(damping=0.3, curvature="ggn")
+    assert clone(estimator).get_params() == estimator.get_params()
+    assert estimator.set_params(damping=0.5).damping == 0.5
+
+
+@pytest.mark.parametrize(
+    "X_slice, y_slice, error, match",
+    [
+        (slice(0, 10), slice(0, 9), ValueError, "10 rows but y_test has 9"),
+        (slice(0, 0), slice(0, 0), ValueError, "empty"),
+    ],
+)
+def test_score_input_errors(X_slice, y_slice, error, match, fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    estimator = ExactInfluence().fit(clf, X, y)
+    with pytest.raises(error, match=match):
+        estimator.score(X_test[X_slice], y_test[y_slice])
+
+
+def test_fit_input_errors(iris):
+    X, y, *_ = iris
+    clf = LogisticRegression().fit(X, y)
+    with pytest.raises(ValueError, match="X has 90 rows but y has 89"):
+        ExactInfluence().fit(clf, X, y[:-1])
+    X_nan = X.copy()
+    X_nan[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        ExactInfluence().fit(clf, X_nan, y)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        ExactInfluence().fit(
+            torch.nn.Linear(4, 1), torch.tensor(X), torch.full((90,), float("inf"))
+        )
+
+
+def test_score_before_fit():
+    with pytest.raises(NotFittedError):
+        ExactInfluence().score(np.zeros((2, 4)), np.zeros(2))
+    with pytest.raises(NotFittedError):
+        TracIn().self_influence()
+
+
+def test_unseen_labels(iris_frame):
+    X, y, X_test, y_test = iris_frame
+    names = np.array(["setosa", "versicolor", "virginica"])
+    clf = LogisticRegression(max_iter=1000).fit(X, names[y])
+    estimator = ExactInfluence().fit(clf, X, names[y])
+    with pytest.raises(ValueError, match=r"never seen in fit: \['unicorn'\]"):
+        estimator.score(X_test[:2], ["setosa", "unicorn"])
+
+
+def test_out_of_range_class_index_for_torch(trained_mlp):
+    module, X, y, X_test, y_test = trained_mlp
+    estimator = ExactInfluence().fit(module, X, y)
+    with pytest.raises(ValueError, match=r"never seen in fit: \[7\].*3 outputs"):
+        estimator.score(X_test[:2], torch.tensor([0, 7]))
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        (dict(damping=-1.0), InvalidParameterError, "damping"),
+        (dict(curvature="fisher"), InvalidParameterError, "curvature"),
+        (dict(batch_size=0), InvalidParameterError, "batch_size"),
+        (dict(loss="mse"), InvalidParameterError, "loss"),
+        (dict(device="tpu"), ValueError, "device"),
+        (dict(dtype="int8"), ValueError, "dtype"),
+    ],
+)
+def test_bad_parameters(params, error, match, iris):
+    X, y, *_ = iris
+    clf = LogisticRegression().fit(X, y)
+    with pytest.raises(error, match=match):
+        ExactInfluence(**params).fit(clf, X, y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_a_gpu_is_a_clear_error(iris):
+    X, y, *_ = iris
+    clf = LogisticRegression().fit(X, y)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        ExactInfluence(device="cuda").fit(clf, X, y)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_and_cpu_agree(fitted_frame):
+    clf, X, y, X_test, y_test = fitted_frame
+    cpu = ExactInfluence(device="cpu").fit(clf, X, y).score(X_test, y_test)
+    gpu = ExactInfluence(device="cuda").fit(clf, X, y).score(X_test, y_test)
+    np.testing.assert_allclose(gpu.to_numpy(), cpu.to_numpy(), rtol=1e-4, atol=1e-7)
