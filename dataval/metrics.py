@@ -1,9 +1,17 @@
 """Measure how right influence estimates are.
 
-Ground truth by retraining, the linear datamodeling score, and how well a
-ranking of training rows finds mislabeled ones.
+Ground truth by retraining (:func:`loo_influence`,
+:func:`linear_datamodeling_score`) and how well a ranking of training rows
+finds the mislabeled ones (:func:`detection_curve`,
+:func:`mislabel_detection_auc`).
 """
 
 from ._evaluation._detection import detection_curve, mislabel_detection_auc
+from ._evaluation._ground_truth import linear_datamodeling_score, loo_influence
 
-__all__ = ["detection_curve", "mislabel_detection_auc"]
+__all__ = [
+    "detection_curve",
+    "linear_datamodeling_score",
+    "loo_influence",
+    "mislabel_detection_auc",
+]
