@@ -6,13 +6,17 @@ models, with a scikit-learn API.
 
 from . import metrics
 from ._config import config_context, get_config, set_config
+from ._estimators._ekfac import EKFACInfluence
 from ._estimators._exact import ExactInfluence
+from ._estimators._kfac import KFACInfluence
 from ._estimators._tracin import TracIn
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "EKFACInfluence",
     "ExactInfluence",
+    "KFACInfluence",
     "TracIn",
     "config_context",
     "get_config",

@@ -104,14 +104,25 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """Rows of ``G`` (m, p) times ``(H + damping I)^{-1}``, shape (m, p)."""
 
     # ------------------------------------------------------- the one equation
-    def _influence(self, Q, G, diagonal=False):
+    def _influence(self, Q, G, diagonal=False, layer=None):
         """``(1/n) Q G^T``: preconditioned test rows ``Q`` against gradients ``G``.
 
         ``Q = _apply_inverse(g_test)`` (m, p), ``G`` training gradients (b, p);
         returns (m, b), or (m,) with ``diagonal=True`` (row ``i`` with row ``i``).
+        ``layer`` (a slice of p from ``_layers``) keeps one layer's block only.
         """
-        scores = (Q * G).sum(1) if diagonal else Q @ G.T
+        scores = self._inner(Q, G, diagonal, layer)
         return scores / self.n_train_ if self._per_training_point else scores
+
+    def _inner(self, Q, G, diagonal=False, layer=None):
+        """Dot products of the rows of ``Q`` and ``G`` over the parameters in ``layer``.
+
+        Subclasses whose ``_training_batch`` or ``_queries`` return a factored
+        form (instead of flat rows) compute the same products from it.
+        """
+        if layer is not None:
+            Q, G = Q[:, layer], G[:, layer]
+        return (Q * G).sum(1) if diagonal else Q @ G.T
 
     # ------------------------------------------------------------- gradients
     def _gradients(self, X, y):
@@ -143,15 +154,26 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         if store:
             yield from store
             return
-        n_bytes = self.n_train_ * self._vector_size() * self.dtype_.itemsize
-        keep = [] if store is not None and n_bytes <= _WORKING_MEMORY else None
+        fits = self._training_bytes() <= _WORKING_MEMORY
+        keep = [] if store is not None and fits else None
         for start, X_b, y_b in self._batches(self._X_train, self._y_train, "train"):
-            G = self._gradients(X_b, y_b)
+            G = self._training_batch(X_b, y_b)
             if keep is not None:
                 keep.append((start, G))
             yield start, G
         if keep is not None:
             store.extend(keep)
+
+    def _training_batch(self, X, y):
+        """Gradients of a prepared training batch, in the form ``_inner`` takes.
+
+        Flat per-sample gradients (b, p) here.
+        """
+        return self._gradients(X, y)
+
+    def _training_bytes(self):
+        """Bytes of the whole training set's ``_training_batch`` results."""
+        return self.n_train_ * self._vector_size() * self.dtype_.itemsize
 
     def _curvature_product(self, V, curvature, X=None, y=None):
         """``V @ H`` for ``V`` of shape (k, p): the objective's curvature.
@@ -221,7 +243,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         X_t, y_t, index = self._prepare_test(X_test, y_test)
         # {layer name: [slices]}: a name may own several blocks (e.g. checkpoints)
         groups = {}
-        for name, sl in self._layers() if by_layer else [("", slice(None))]:
+        for name, sl in self._layers() if by_layer else [("", None)]:
             groups.setdefault(name, []).append(sl)
         self._check_dense_size(len(X_t) * len(groups))
         out = np.empty((len(groups), len(X_t), self.n_train_), np.float32)
@@ -229,7 +251,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         for t0, Q in self._queries(X_t, y_t):
             for j0, G in self._training_gradients(store):
                 for g, slices in enumerate(groups.values()):
-                    block = sum(self._influence(Q[:, sl], G[:, sl]) for sl in slices)
+                    block = sum(self._influence(Q, G, layer=sl) for sl in slices)
                     out[g, t0 : t0 + len(Q), j0 : j0 + len(G)] = block.float().cpu()
         if not by_layer:
             return pd.DataFrame(out[0], index=index, columns=self.train_index_)

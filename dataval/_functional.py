@@ -122,6 +122,17 @@ class FunctionalModel:
         with eval_mode(self.adapted.module), torch.no_grad():
             return self._forward(self.theta, X)
 
+    def forward(self, X):
+        """Model outputs for a prepared batch, with autograd recording.
+
+        The parameters are a fresh leaf, so gradients can be taken with respect
+        to intermediate tensors (e.g. captured by forward hooks) and never
+        reach the user's tensors.
+        """
+        theta = self.theta.detach().requires_grad_()
+        with eval_mode(self.adapted.module), torch.enable_grad():
+            return self._forward(theta, X)
+
     def losses(self, X, y):
         """Per-sample losses ``(B,)`` for a prepared batch."""
         with eval_mode(self.adapted.module), torch.no_grad():

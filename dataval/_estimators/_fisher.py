@@ -1,0 +1,120 @@
+"""What Kronecker-factored curvature backpropagates from the model's output.
+
+The Gauss-Newton matrix of a batch is ``sum_b J_b^T H_b J_b`` with ``J_b`` the
+Jacobian of row ``b``'s output and ``H_b`` the Hessian of its loss with respect
+to that output. K-FAC collects outer products of backpropagated output vectors
+``v``; their expectation must be ``H_b``:
+
+- ``"ggn"``: the columns of a square root of ``H_b`` (one backward pass per
+  output dimension): exact.
+- ``"true"``: the loss gradient at a target sampled from the model's
+  predictive distribution (the true Fisher, equal to the Gauss-Newton matrix
+  in expectation for the losses below): one backward pass, unbiased.
+- ``"empirical"``: the loss gradient at the observed target (the empirical
+  Fisher): one backward pass, biased away from a minimum.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.func import jacfwd, jacrev, vmap
+
+from .._adapters._losses import (
+    BinaryCrossEntropyLoss,
+    CriterionLoss,
+    CrossEntropyLoss,
+    SquaredErrorLoss,
+)
+
+# output dimensions per row above which "ggn" (k backward passes) is refused
+_MAX_GGN_OUTPUTS = 1024
+
+
+def _predictive(loss):
+    """The distribution the loss is the negative log-likelihood of, or None."""
+    criterion = loss.criterion if isinstance(loss, CriterionLoss) else loss
+    if isinstance(criterion, (CrossEntropyLoss, torch.nn.CrossEntropyLoss)):
+        return "logits"
+    if isinstance(criterion, torch.nn.NLLLoss):
+        return "probabilities" if loss.log_probabilities else "log_probabilities"
+    if isinstance(criterion, (BinaryCrossEntropyLoss, torch.nn.BCEWithLogitsLoss)):
+        return "bernoulli"
+    if isinstance(criterion, (SquaredErrorLoss, torch.nn.MSELoss)):
+        return "gaussian"
+    return None
+
+
+def check_fisher(fisher, loss):
+    """Raise when ``fisher="true"`` cannot sample targets for ``loss``."""
+    if fisher == "true" and _predictive(loss) is None:
+        raise ValueError(
+            f"fisher='true' samples targets from the model's predictive distribution, "
+            f"which is not known for the loss {loss!r} (supported: cross-entropy, "
+            "negative log-likelihood, binary cross-entropy with logits, squared "
+            "error). Use fisher='ggn' (exact, one backward pass per output) or "
+            "fisher='empirical'."
+        )
+
+
+def sample_targets(loss, output, generator):
+    """Targets drawn from the predictive distribution the loss describes."""
+    kind = _predictive(loss)
+    if kind == "gaussian":
+        # loss (f - y)^2 has output Hessian 2 I = E[(2 eps)(2 eps)^T] for var 1/2
+        noise = torch.randn(
+            output.shape, generator=generator, dtype=output.dtype, device=output.device
+        )
+        return output + noise * math.sqrt(0.5)
+    if kind == "bernoulli":
+        return torch.bernoulli(torch.sigmoid(output), generator=generator)
+    probabilities = {
+        "logits": lambda: F.softmax(output, 1),
+        "probabilities": lambda: output.clamp(min=0),
+        "log_probabilities": lambda: output.exp(),
+    }[kind]()
+    # classes along dim 1, any trailing (position) dims
+    rows = probabilities.movedim(1, -1)
+    drawn = torch.multinomial(rows.reshape(-1, rows.shape[-1]), 1, generator=generator)
+    return drawn.reshape(rows.shape[:-1])
+
+
+def loss_gradient(loss, output, target):
+    """Gradient of each row's loss with respect to the output (same shape)."""
+    output = output.detach().requires_grad_()
+    with torch.enable_grad():
+        return torch.autograd.grad(loss(output, target).sum(), output)[0]
+
+
+def hessian_root_columns(loss, output, target):
+    """(k, *output.shape): ``sum_c v_c v_c^T`` is each row's output Hessian."""
+    n, k = output.shape[0], output[0].numel()
+    if k > _MAX_GGN_OUTPUTS:
+        raise ValueError(
+            f"fisher='ggn' needs one backward pass per output dimension; the model "
+            f"has {k} outputs per row (more than {_MAX_GGN_OUTPUTS}). Use "
+            "fisher='true', which samples one target per row."
+        )
+
+    def row_loss(o, t):
+        return loss(o[None], t[None]).sum()
+
+    hessians = vmap(jacfwd(jacrev(row_loss)))(output, target).reshape(n, k, k)
+    values, vectors = torch.linalg.eigh((hessians + hessians.mT) / 2)
+    roots = vectors * values.clamp(min=0).sqrt()[:, None, :]  # (n, k, k), columns
+    return roots.permute(2, 0, 1).reshape(k, *output.shape)
+
+
+def output_vectors(fisher, loss, target, generator):
+    """``output -> (K, *output.shape)``: the vectors ``fisher`` backpropagates."""
+
+    def vectors(output):
+        if fisher == "ggn":
+            return hessian_root_columns(loss, output, target)
+        if fisher == "true":
+            return loss_gradient(loss, output, sample_targets(loss, output, generator))[
+                None
+            ]
+        return loss_gradient(loss, output, target)[None]
+
+    return vectors

@@ -1,0 +1,333 @@
+"""K-FAC: influence through a Kronecker-factored Gauss-Newton matrix per layer."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._base import _WORKING_MEMORY, BaseInfluence
+from .._layers import (
+    capture,
+    diagonal_scores,
+    low_rank_pair_scores,
+    pair_scores,
+    per_sample_gradients,
+    select_layers,
+)
+from ._fisher import check_fisher, output_vectors
+
+# fraction of the mean curvature eigenvalue used by damping="auto"
+_AUTO_DAMPING = 0.1
+
+
+class _TrainingBatch:
+    """Layer signals ``{name: (a (B, L, d_in), g (B, L, d_out))}`` of B rows."""
+
+    def __init__(self, signals):
+        self.signals = signals
+
+    def __len__(self):
+        return next(iter(self.signals.values()))[0].shape[0]
+
+
+class _LowRankQueries:
+    """Preconditioned query gradients as ``{name: (U (m, d_out, r), V (m, d_in, r))}``."""
+
+    def __init__(self, factors, n_rows):
+        self.factors = factors
+        self.n_rows = n_rows
+
+    def __len__(self):
+        return self.n_rows
+
+
+class KFACInfluence(BaseInfluence):
+    """Influence through a Kronecker-factored curvature (K-FAC) per layer.
+
+    The curvature of the training objective is approximated block-diagonally,
+    one block per ``torch.nn.Linear`` or ``torch.nn.Conv2d`` layer, each block
+    by the Kronecker product ``A ⊗ S`` of the second moments of the layer's
+    inputs ``a`` (with a ``1`` appended for the bias) and of the gradients
+    ``g`` with respect to its pre-activation outputs (Martens and Grosse,
+    2015; Grosse et al., 2023). ``(A ⊗ S + lambda I)^{-1}`` is applied through
+    the eigendecompositions of ``A`` and ``S``: its cost grows with the layer
+    widths, not with the number of parameters squared.
+
+    Inputs with extra dimensions (a sequence ``(B, T, d)`` into a Linear
+    layer, the patches of a convolution) count every position as an
+    observation of ``A`` (``A = E[a a^T]`` over rows and positions,
+    ``S = E[sum_l g_l g_l^T]`` over rows); per-sample gradients sum over the
+    positions exactly. The influence is taken over the parameters of the
+    selected layers only: other trainable parameters (normalization layers,
+    embeddings, ...) are held fixed.
+
+    Parameters
+    ----------
+    damping : "auto" or float, default="auto"
+        ``lambda`` added to each layer's curvature eigenvalues. ``"auto"``
+        uses 0.1 times the layer's mean eigenvalue (Grosse et al., 2023).
+        The model's own L2 regularizer (e.g. an ``MLPClassifier``'s
+        ``alpha``) is part of the objective's curvature and is added on top,
+        as its mean over the layer's parameters. The values used are in
+        ``damping_``.
+    fisher : {"true", "empirical", "ggn"}, default="true"
+        What ``S`` collects. ``"true"``: gradients at targets sampled from the
+        model's predictive distribution (seeded by ``random_state``; Gaussian
+        outputs for squared error), an unbiased estimate of the Gauss-Newton
+        matrix at one backward pass. ``"ggn"``: its exact expectation, one
+        backward pass per output dimension (for few classes). ``"empirical"``:
+        gradients at the observed targets.
+    layers : list of str, default=None
+        Names (as in ``model.named_modules()``) of the layers to include;
+        ``None`` means every Linear and Conv2d (``groups=1``) layer with a
+        trainable weight.
+    query_rank : int, default=None
+        Keep only a rank-``query_rank`` SVD of each layer's preconditioned
+        test gradient in ``score`` and ``top_k``. Saves memory and time when
+        there are many test rows (a layer then costs ``r (d_in + d_out)``
+        numbers per test row instead of ``d_in d_out``) at the price of the
+        truncated singular values: exact when ``query_rank`` reaches the rank
+        of the test gradients (1 per position for a Linear layer), an
+        approximation below it. ``None`` keeps them whole.
+    loss : "auto" or callable, default="auto"
+        As in :class:`ExactInfluence`.
+    batch_size : int, default=256
+        Rows per forward and backward pass.
+    device : "auto", str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : None, str or torch.dtype, default=None
+        Floating dtype of the computation; ``None`` means float32.
+        Eigendecompositions are computed in float64.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the targets sampled by ``fisher="true"``.
+    verbose : int, default=0
+        Show progress bars when positive.
+
+    Attributes
+    ----------
+    layers_ : list of str
+        The layers the influence is computed over.
+    eigenvalues_ : dict of str to torch.Tensor of shape (d_out, d_in)
+        Each layer's curvature eigenvalues in its Kronecker eigenbasis
+        (``d_in`` includes the bias column), undamped.
+    damping_ : dict of str to float
+        What is added to each layer's eigenvalues: the damping plus the
+        model's L2 coefficient.
+    n_train_ : int
+        Number of training rows.
+    n_params_ : int
+        Number of parameters in the selected layers.
+    train_index_ : pandas.Index
+        Index of the training rows (named ``train``).
+
+    See Also
+    --------
+    EKFACInfluence : The same eigenbases with refitted eigenvalues.
+    ExactInfluence : The dense reference.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.neural_network import MLPClassifier
+    >>> from dataval import KFACInfluence
+    >>> X, y = load_iris(return_X_y=True)
+    >>> mlp = MLPClassifier((8,), max_iter=2000, random_state=0).fit(X, y)
+    >>> inf = KFACInfluence(random_state=0).fit(mlp, X, y)
+    >>> inf.layers_
+    ['layer0', 'layer1']
+    >>> inf.score(X[:3], y[:3]).shape
+    (3, 150)
+    >>> inf.score(X[:3], y[:3], by_layer=True).index.names
+    FrozenList(['layer', 'test'])
+    """
+
+    _parameter_constraints = {
+        **BaseInfluence._parameter_constraints,
+        "damping": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "fisher": [StrOptions({"true", "empirical", "ggn"})],
+        "layers": [None, list, tuple],
+        "query_rank": [None, Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+    #: whether a second pass refits the eigenvalues (EK-FAC)
+    _corrects_eigenvalues = False
+
+    def __init__(
+        self,
+        damping="auto",
+        fisher="true",
+        layers=None,
+        query_rank=None,
+        loss="auto",
+        batch_size=256,
+        device="auto",
+        dtype=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.damping = damping
+        self.fisher = fisher
+        self.layers = layers
+        self.query_rank = query_rank
+        self.loss = loss
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------- fitting
+    def _fit_curvature(self):
+        check_fisher(self.fisher, self.model_.adapted.loss)
+        self._layer_list = select_layers(self.model_.adapted.module, self.layers)
+        self.layers_ = [layer.name for layer in self._layer_list]
+        stops = np.cumsum([layer.size for layer in self._layer_list]).tolist()
+        self._slices = [
+            slice(b - layer.size, b) for layer, b in zip(self._layer_list, stops)
+        ]
+        self.n_params_ = stops[-1]
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        self._generator = torch.Generator(device=self.device_).manual_seed(seed)
+
+        kept = self._fit_factors()
+        self.eigenvalues_ = self._fit_eigenvalues(
+            kept if kept is not None else self._fit_signals()
+        )
+        # the model's L2 coefficients, as {parameter name: tensor}
+        l2 = self.model_.unflatten(self.model_.l2)
+        self.damping_ = {}
+        for layer in self._layer_list:
+            eigenvalues = self.eigenvalues_[layer.name]
+            coefficients = [l2[name].reshape(-1) for name in layer.parameter_names]
+            mean_l2 = float(torch.cat(coefficients).mean())
+            damping = (
+                _AUTO_DAMPING * float(eigenvalues.mean())
+                if self.damping == "auto"
+                else float(self.damping)
+            )
+            self.damping_[layer.name] = damping + mean_l2
+
+    def _fit_signals(self):
+        """Yield each training batch's layer signals with ``fisher``'s vectors."""
+        loss = self.model_.adapted.loss
+        for _, X_b, y_b in self._batches(self._X_train, self._y_train, "fit"):
+            vectors = output_vectors(self.fisher, loss, y_b, self._generator)
+            yield capture(self.model_, self._layer_list, X_b, vectors)
+
+    def _fit_factors(self):
+        """Eigendecompose ``A`` and ``S`` per layer; return the signals if kept.
+
+        The signals are kept for the eigenvalue correction when they fit in
+        working memory, saving it a second pass over the data.
+        """
+        names = self.layers_
+        A = {name: 0.0 for name in names}
+        S = {name: 0.0 for name in names}
+        positions = dict.fromkeys(names, 0)
+        kept, n_bytes = ([] if self._corrects_eigenvalues else None), 0
+        for signals in self._fit_signals():
+            for name, (a, g) in signals.items():
+                a2, g2 = a.flatten(0, 1), g.flatten(0, 2)
+                A[name] = A[name] + a2.T @ a2  # (d_in, d_in)
+                S[name] = S[name] + g2.T @ g2  # (d_out, d_out)
+                positions[name] += a2.shape[0]
+            if kept is not None:
+                n_bytes += sum(a.nbytes + g.nbytes for a, g in signals.values())
+                if n_bytes <= _WORKING_MEMORY:
+                    kept.append(signals)
+                else:
+                    kept = None
+        n = self.n_train_
+        self._positions = {name: positions[name] / n for name in names}
+        self._bases, self._factor_eigenvalues = {}, {}
+        for name in names:
+            # A: mean over rows and positions; S: mean over rows of the sum
+            eig_A, Q_A = _eigh(A[name] / positions[name], self.dtype_)
+            eig_S, Q_S = _eigh(S[name] / n, self.dtype_)
+            self._bases[name] = (Q_S, Q_A)
+            self._factor_eigenvalues[name] = (eig_S, eig_A)
+        return kept
+
+    def _fit_eigenvalues(self, signals):
+        """``{name: (d_out, d_in)}`` eigenvalues in the Kronecker eigenbasis."""
+        return {
+            name: torch.outer(eig_S, eig_A)
+            for name, (eig_S, eig_A) in self._factor_eigenvalues.items()
+        }
+
+    # ------------------------------------------------ gradients and inverse
+    def _layers(self):
+        return list(zip(self.layers_, self._slices))
+
+    def _training_batch(self, X, y):
+        loss = self.model_.adapted.loss
+        signals = capture(
+            self.model_,
+            self._layer_list,
+            X,
+            output_vectors("empirical", loss, y, None),
+        )
+        return _TrainingBatch({name: (a, g[0]) for name, (a, g) in signals.items()})
+
+    def _training_bytes(self):
+        per_row = sum(
+            self._positions[layer.name] * (layer.d_in + layer.d_out)
+            for layer in self._layer_list
+        )
+        return int(self.n_train_ * per_row * self.dtype_.itemsize)
+
+    def _gradients(self, X, y):
+        return _flatten(self._training_batch(X, y))
+
+    def _apply_inverse(self, G):
+        if isinstance(G, _TrainingBatch):
+            G = _flatten(G)
+        out = torch.empty_like(G)
+        for layer, sl in zip(self._layer_list, self._slices):
+            Q_S, Q_A = self._bases[layer.name]
+            V = G[:, sl].reshape(-1, layer.d_out, layer.d_in)
+            rotated = Q_S.T @ V @ Q_A
+            rotated /= self.eigenvalues_[layer.name] + self.damping_[layer.name]
+            out[:, sl] = (Q_S @ rotated @ Q_A.T).reshape(len(G), -1)
+        return out
+
+    # ------------------------------------------------------------- scoring
+    def _queries(self, X, y):
+        for start, Q in super()._queries(X, y):
+            yield start, Q if self.query_rank is None else self._low_rank(Q)
+
+    def _low_rank(self, Q):
+        factors = {}
+        for layer, sl in zip(self._layer_list, self._slices):
+            matrices = Q[:, sl].reshape(-1, layer.d_out, layer.d_in)
+            U, s, Vh = torch.linalg.svd(matrices, full_matrices=False)
+            r = min(self.query_rank, s.shape[1])
+            factors[layer.name] = (U[..., :r] * s[:, None, :r], Vh[:, :r].mT)
+        return _LowRankQueries(factors, len(Q))
+
+    def _inner(self, Q, G, diagonal=False, layer=None):
+        total = 0.0
+        for lay, sl in zip(self._layer_list, self._slices):
+            if layer is not None and sl != layer:
+                continue
+            a, g = G.signals[lay.name]
+            if isinstance(Q, _LowRankQueries):
+                total = total + low_rank_pair_scores(*Q.factors[lay.name], a, g)
+                continue
+            matrices = Q[:, sl].reshape(-1, lay.d_out, lay.d_in)
+            score = diagonal_scores if diagonal else pair_scores
+            total = total + score(matrices, a, g)
+        return total
+
+
+def _flatten(batch):
+    """Flat per-sample gradients (B, p) over the layers of a training batch."""
+    return torch.cat([per_sample_gradients(a, g) for a, g in batch.signals.values()], 1)
+
+
+def _eigh(matrix, dtype):
+    """Eigenvalues (clipped at 0) and eigenvectors of a PSD matrix, via float64."""
+    values, vectors = torch.linalg.eigh(matrix.double())
+    return values.clamp(min=0).to(dtype), vectors.to(dtype)

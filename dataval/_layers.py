@@ -1,0 +1,235 @@
+"""Inputs and output gradients of Linear and Conv2d layers, captured with hooks.
+
+A layer ``y_l = W a_l + b`` applied at ``L`` positions of a row (sequence
+positions, image patches) has the per-sample gradient
+``sum_l g_l [a_l; 1]^T`` (d_out, d_in + 1), with ``g_l`` the gradient of the
+loss with respect to the pre-activation ``y_l`` and the ``1`` a homogeneous
+coordinate for the bias (absent when the layer has no trainable bias).
+Kronecker-factored curvature and gradient projections work on ``a`` and ``g``
+directly, without forming per-sample gradients.
+
+Forward hooks exist only inside :func:`capture` and are removed when it
+returns or raises, so the user's module is left exactly as it was.
+"""
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_LAYERS = "torch.nn.Linear and torch.nn.Conv2d (groups=1)"
+
+
+class Layer:
+    """A supported layer: its name, module and gradient matrix shape.
+
+    The layer's gradient is a ``(d_out, d_in)`` matrix whose last column is
+    the bias when ``has_bias``; flattened row by row it is the layer's block of
+    the parameter vector the estimators use.
+    """
+
+    def __init__(self, name, module):
+        self.name = name
+        self.module = module
+        self.has_bias = module.bias is not None and module.bias.requires_grad
+        weight = module.weight
+        self.d_out = weight.shape[0]
+        self.d_in = weight[0].numel() + int(self.has_bias)
+        prefix = f"{name}." if name else ""
+        #: names of the parameters in the gradient matrix, weight first
+        self.parameter_names = [prefix + "weight"] + (
+            [prefix + "bias"] if self.has_bias else []
+        )
+
+    @property
+    def size(self):
+        return self.d_out * self.d_in
+
+    def inputs(self, x):
+        """Layer input ``x`` as ``a`` of shape (B, L, d_in)."""
+        if isinstance(self.module, torch.nn.Conv2d):
+            conv = self.module
+            mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+            # (B, C * kh * kw, L) patches, in the order of weight[o].flatten()
+            x = F.pad(x, conv._reversed_padding_repeated_twice, mode=mode)
+            a = F.unfold(x, conv.kernel_size, conv.dilation, 0, conv.stride)
+            a = a.transpose(1, 2)
+        else:
+            a = x.reshape(x.shape[0], -1, x.shape[-1])
+        if self.has_bias:
+            a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], -1)
+        return a
+
+    def output_grads(self, grad):
+        """Gradient with respect to the layer's output as ``g`` (B, L, d_out)."""
+        if isinstance(self.module, torch.nn.Conv2d):
+            return grad.reshape(grad.shape[0], self.d_out, -1).transpose(1, 2)
+        return grad.reshape(grad.shape[0], -1, self.d_out)
+
+    def __repr__(self):
+        return f"Layer({self.name!r}, d_out={self.d_out}, d_in={self.d_in})"
+
+
+def _is_supported(module):
+    if isinstance(module, torch.nn.Conv2d):
+        return module.groups == 1
+    return isinstance(module, torch.nn.Linear)
+
+
+def select_layers(module, names=None):
+    """The supported layers of ``module`` with a trainable weight, in module order.
+
+    ``names`` restricts them to the listed submodule names; a name that is not
+    a submodule, not a supported layer or has a frozen weight raises an error.
+    """
+    modules = dict(module.named_modules())
+    supported = [
+        name
+        for name, m in modules.items()
+        if _is_supported(m) and m.weight.requires_grad
+    ]
+    if names is None:
+        if not supported:
+            raise ValueError(
+                f"The model has no {SUPPORTED_LAYERS} layer with a trainable weight; "
+                "Kronecker-factored influence needs at least one. Use ExactInfluence "
+                "or another estimator for this model."
+            )
+        return [Layer(name, modules[name]) for name in supported]
+    names = list(dict.fromkeys(names))
+    for name in names:
+        if name in supported:
+            continue
+        if name not in modules:
+            problem = "is not a submodule of the model"
+        elif not _is_supported(modules[name]):
+            problem = (
+                f"is a {type(modules[name]).__name__}, not one of {SUPPORTED_LAYERS}"
+            )
+        else:
+            problem = "has a frozen weight (requires_grad=False)"
+        raise ValueError(
+            f"layers contains {name!r}, which {problem}. Choose among the supported "
+            f"layers {supported}, or leave layers=None to use all of them."
+        )
+    if not names:
+        raise ValueError(
+            f"layers is empty; name at least one of {supported} or use layers=None."
+        )
+    return [Layer(name, modules[name]) for name in supported if name in names]
+
+
+@contextmanager
+def _recording(layers):
+    # {name: [(input, output), ...]}: one entry per call (shared layers: several)
+    records = {layer.name: [] for layer in layers}
+    handles = []
+    try:
+        for layer in layers:
+            calls = records[layer.name]
+            handles.append(
+                layer.module.register_forward_hook(
+                    lambda module, inputs, output, calls=calls: calls.append(
+                        (inputs[0].detach(), output)
+                    )
+                )
+            )
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def capture(model, layers, X, output_vectors):
+    """Layer inputs and backpropagated output gradients for one batch.
+
+    Parameters
+    ----------
+    model : FunctionalModel
+    layers : list of Layer
+    X : tensor
+        A prepared batch of B rows.
+    output_vectors : callable
+        ``output_vectors(output)`` returns (K, *output.shape): K vectors to
+        backpropagate from the model's output (e.g. gradients of the loss
+        with respect to the output).
+
+    Returns
+    -------
+    signals : dict of str to (a, g)
+        ``a`` (B, L, d_in) and ``g`` (K, B, L, d_out) per layer. A layer
+        called several times per forward pass has its calls side by side
+        along L.
+    """
+    with _recording(layers) as records:
+        output = model.forward(X)
+    unused = [name for name, calls in records.items() if not calls]
+    if unused:
+        raise ValueError(
+            f"The layers {unused} are not called in the model's forward pass; "
+            "leave them out of layers."
+        )
+    outputs = [out for layer in layers for _, out in records[layer.name]]
+    vectors = output_vectors(output.detach())
+    # grads[k][c]: vector k backpropagated to the c-th captured output
+    grads = [
+        torch.autograd.grad(
+            output, outputs, vector, retain_graph=True, allow_unused=True
+        )
+        for vector in vectors
+    ]
+    signals, c = {}, 0
+    for layer in layers:
+        a_calls, g_calls = [], []
+        for x, out in records[layer.name]:
+            # (K, B, *out.shape[1:]); None: the output does not reach the loss
+            g = torch.stack(
+                [torch.zeros_like(out) if k[c] is None else k[c] for k in grads]
+            )
+            a_calls.append(layer.inputs(x))
+            g_calls.append(
+                layer.output_grads(g.flatten(0, 1)).unflatten(0, g.shape[:2])
+            )
+            c += 1
+        signals[layer.name] = (torch.cat(a_calls, 1), torch.cat(g_calls, 2))
+    return signals
+
+
+def per_sample_gradients(a, g):
+    """Flat per-sample gradients (B, d_out * d_in) from ``a`` (B, L, d_in), ``g`` (B, L, d_out)."""
+    return torch.einsum("bli,blo->boi", a, g).reshape(a.shape[0], -1)
+
+
+def pair_scores(Q, a, g):
+    """(m, B): ``sum_l g_bl^T Q_m a_bl`` for matrices ``Q`` (m, d_out, d_in).
+
+    ``a`` (B, L, d_in) and ``g`` (B, L, d_out) are a batch's layer signals.
+    """
+    m, d_out, d_in = Q.shape
+    B, L, _ = a.shape
+    if L * m * min(d_out, d_in) >= d_out * d_in:
+        # the per-sample gradients (B, d_out * d_in) are the smaller intermediate
+        return Q.reshape(m, -1) @ per_sample_gradients(a, g).T
+    if d_out <= d_in:
+        projected = (a @ Q.reshape(m * d_out, d_in).T).view(B, L, m, d_out)
+        return torch.einsum("blmo,blo->mb", projected, g)
+    projected = (g @ Q.transpose(1, 2).reshape(m * d_in, d_out).T).view(B, L, m, d_in)
+    return torch.einsum("blmi,bli->mb", projected, a)
+
+
+def low_rank_pair_scores(U, V, a, g):
+    """(m, B): :func:`pair_scores` for ``Q_m = U_m V_m^T``.
+
+    ``U`` (m, d_out, r), ``V`` (m, d_in, r): costs ``B L m r (d_out + d_in)``
+    instead of ``B m d_out d_in``.
+    """
+    m, d_out, r = U.shape
+    B, L, d_in = a.shape
+    gu = (g @ U.permute(1, 0, 2).reshape(d_out, m * r)).view(B, L, m, r)
+    av = (a @ V.permute(1, 0, 2).reshape(d_in, m * r)).view(B, L, m, r)
+    return torch.einsum("blmr,blmr->mb", gu, av)
+
+
+def diagonal_scores(Q, a, g):
+    """(B,): ``sum_l g_bl^T Q_b a_bl``, each row with its own matrix ``Q_b``."""
+    return ((Q @ a.transpose(1, 2)) * g.transpose(1, 2)).sum((1, 2))

@@ -1,0 +1,134 @@
+"""Tiny float64 models with Linear and Conv2d layers, shared by the K-FAC tests.
+
+Each case is data: a module factory, its inputs and targets. Layer names are
+those of ``named_modules``.
+"""
+
+import torch
+from torch import nn
+
+
+class Twice(nn.Module):
+    """One Linear layer applied twice per forward pass (shared weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
+
+
+class Normed(nn.Module):
+    """A LayerNorm between two Linear layers: its parameters are left out."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 5)
+        self.norm = nn.LayerNorm(5)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.norm(self.inp(x))))
+
+
+def _classes(n, k):
+    return torch.randint(0, k, (n,))
+
+
+CASES = [
+    dict(
+        id="mlp",
+        module=lambda: nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)),
+        X=lambda n: torch.randn(n, 4),
+        y=lambda n: _classes(n, 3),
+    ),
+    dict(
+        id="no_bias",
+        module=lambda: nn.Sequential(
+            nn.Linear(4, 5, bias=False), nn.Tanh(), nn.Linear(5, 3)
+        ),
+        X=lambda n: torch.randn(n, 4),
+        y=lambda n: _classes(n, 3),
+    ),
+    dict(
+        id="sequence",
+        module=lambda: nn.Sequential(
+            nn.Linear(3, 4), nn.Tanh(), nn.Flatten(), nn.Linear(20, 2)
+        ),
+        X=lambda n: torch.randn(n, 5, 3),
+        y=lambda n: torch.randn(n, 2),
+    ),
+    dict(
+        id="conv",
+        module=lambda: nn.Sequential(
+            nn.Conv2d(1, 2, 3, padding=1),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(2 * 5 * 5, 3),
+        ),
+        X=lambda n: torch.randn(n, 1, 5, 5),
+        y=lambda n: _classes(n, 3),
+    ),
+    dict(
+        id="conv_strided_reflect",
+        module=lambda: nn.Sequential(
+            nn.Conv2d(2, 2, (2, 3), stride=2, padding=1, padding_mode="reflect"),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(2 * 3 * 3, 1),
+        ),
+        X=lambda n: torch.randn(n, 2, 4, 5),
+        y=lambda n: _classes(n, 2),
+    ),
+    dict(
+        id="shared",
+        module=Twice,
+        X=lambda n: torch.randn(n, 3),
+        y=lambda n: _classes(n, 2),
+    ),
+]
+
+
+def build(case, n=12, seed=0):
+    """``(module, X, y)`` in float64, seeded."""
+    torch.manual_seed(seed)
+    module = case["module"]().double()
+    X = case["X"](n).double()
+    y = case["y"](n)
+    return module, X, y.double() if y.is_floating_point() else y
+
+
+def ids(cases):
+    return [case["id"] for case in cases]
+
+
+def to_layer_order(fm, layers, G):
+    """Rows of model-order gradients ``G`` (m, p) in the layers' matrix order.
+
+    Each layer's block is its ``(d_out, d_in)`` gradient matrix, bias last,
+    flattened row by row: the vectors the Kronecker-factored estimators use.
+    """
+    pieces = dict(zip(fm.names, torch.split(G, fm.sizes, 1)))
+    blocks = []
+    for layer in layers:
+        columns = [
+            pieces[name].reshape(len(G), layer.d_out, -1)
+            for name in layer.parameter_names
+        ]
+        blocks.append(torch.cat(columns, 2).reshape(len(G), -1))
+    return torch.cat(blocks, 1)
+
+
+def kronecker_curvature(estimator, damped=True):
+    """The dense block-diagonal matrix a fitted (E)K-FAC estimator inverts."""
+    blocks = []
+    for name in estimator.layers_:
+        Q_S, Q_A = estimator._bases[name]
+        Q = torch.kron(Q_S, Q_A)
+        eigenvalues = estimator.eigenvalues_[name].reshape(-1)
+        if damped:
+            eigenvalues = eigenvalues + estimator.damping_[name]
+        blocks.append(Q @ torch.diag(eigenvalues) @ Q.T)
+    return torch.block_diag(*blocks)

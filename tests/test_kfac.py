@@ -1,0 +1,220 @@
+"""KFACInfluence against dense matrices (float64, tiny models) and the contract."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kfac_cases import CASES, build, ids, kronecker_curvature, to_layer_order
+from sklearn.neural_network import MLPClassifier
+from torch import nn
+
+from dataval import EKFACInfluence, ExactInfluence, KFACInfluence
+
+ESTIMATORS = [KFACInfluence, EKFACInfluence]
+
+# one example, one Linear layer: A ⊗ S is the Gauss-Newton block exactly
+SINGLE_LINEAR = [
+    dict(id="cross_entropy", module=lambda: nn.Linear(3, 4), y=torch.tensor([2])),
+    dict(
+        id="no_bias",
+        module=lambda: nn.Linear(3, 4, bias=False),
+        y=torch.tensor([1]),
+    ),
+    dict(
+        id="squared_error",
+        module=lambda: nn.Linear(3, 2),
+        y=torch.tensor([[0.5, -1.0]], dtype=torch.float64),
+    ),
+    dict(id="sigmoid", module=lambda: nn.Linear(3, 1), y=torch.tensor([1])),
+]
+
+
+def _exact_curvature(module, X, y):
+    exact = ExactInfluence(damping=1.0, curvature="ggn").fit(module, X, y)
+    V = exact._eigenvectors
+    return exact, V @ torch.diag(exact.eigenvalues_) @ V.T
+
+
+def _mean_row_pearson(a, b):
+    return np.mean(
+        [np.corrcoef(x, z)[0, 1] for x, z in zip(a.to_numpy(), b.to_numpy())]
+    )
+
+
+@pytest.mark.parametrize("case", SINGLE_LINEAR, ids=ids(SINGLE_LINEAR))
+def test_kfac_single_example_equals_ggn_block(case):
+    torch.manual_seed(0)
+    module = case["module"]().double()
+    X = torch.randn(1, 3, dtype=torch.float64)
+    kfac = KFACInfluence(damping=1.0, fisher="ggn", dtype="float64")
+    kfac.fit(module, X, case["y"])
+    exact, H = _exact_curvature(module, X, case["y"])
+    identity = torch.eye(exact.n_params_, dtype=torch.float64)
+    P = to_layer_order(exact.model_, kfac._layer_list, identity)
+    torch.testing.assert_close(kronecker_curvature(kfac, damped=False), P.T @ H @ P)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_scores_are_the_equation_with_the_kronecker_curvature(case, estimator):
+    module, X, y = build(case, n=10)
+    est = estimator(damping=0.1, fisher="ggn", dtype="float64", batch_size=4)
+    est.fit(module, X, y)
+    fm = est.model_
+    G = to_layer_order(fm, est._layer_list, fm.per_sample_grads(X, y))
+    C = kronecker_curvature(est)
+    expected = (G[:3] @ torch.linalg.solve(C, G.T) / len(X)).numpy()
+    scores = est.score(X[:3], y[:3])
+    np.testing.assert_allclose(scores.to_numpy(), expected, rtol=1e-4, atol=1e-7)
+    by_layer = est.score(X[:3], y[:3], by_layer=True)
+    assert by_layer.index.get_level_values("layer").unique().tolist() == est.layers_
+    np.testing.assert_allclose(
+        by_layer.groupby(level="test").sum().to_numpy(), expected, rtol=1e-4, atol=1e-6
+    )
+    self_expected = (G * torch.linalg.solve(C, G.T).T).sum(1) / len(X)
+    np.testing.assert_allclose(
+        est.self_influence().to_numpy(), self_expected.numpy(), rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        est.value(X[:3], y[:3]).to_numpy(), expected.mean(0), rtol=1e-4, atol=1e-7
+    )
+    top = est.top_k(X[:2], y[:2], k=3)
+    np.testing.assert_allclose(
+        top["influence"].to_numpy(),
+        -np.sort(-expected[:2], 1)[:, :3].ravel(),
+        rtol=1e-4,
+    )
+    full_rank = max(layer.d_in for layer in est._layer_list)
+    ranked = est.set_params(query_rank=full_rank).score(X[:3], y[:3])
+    np.testing.assert_allclose(ranked.to_numpy(), expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_correlates_with_exact_ggn_on_a_small_mlp(estimator):
+    module, X, y = build(CASES[0], n=80)
+    exact = ExactInfluence(damping=0.05, curvature="ggn").fit(module, X, y)
+    est = estimator(damping=0.05, dtype="float64", random_state=0).fit(module, X, y)
+    corr = _mean_row_pearson(est.score(X[:5], y[:5]), exact.score(X[:5], y[:5]))
+    assert corr > 0.9
+
+
+def test_low_rank_queries_approximate():
+    module, X, y = build(CASES[0], n=40)
+    est = EKFACInfluence(dtype="float64", random_state=0).fit(module, X, y)
+    full = est.score(X[:4], y[:4])
+    rank1 = est.set_params(query_rank=1).score(X[:4], y[:4])
+    assert _mean_row_pearson(full, rank1) > 0.9
+
+
+def test_damping_auto_and_l2():
+    X = np.random.RandomState(0).randn(60, 4)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    mlp = MLPClassifier((5,), alpha=0.3, max_iter=500, random_state=0).fit(X, y)
+    est = KFACInfluence(random_state=0, dtype="float64").fit(mlp, X, y)
+    for name, eigenvalues in est.eigenvalues_.items():
+        d_in = eigenvalues.shape[1]
+        l2 = 0.3 / 60 * (d_in - 1) / d_in  # weights only, not the bias column
+        assert est.damping_[name] == pytest.approx(0.1 * float(eigenvalues.mean()) + l2)
+    fixed = KFACInfluence(damping=0.2, random_state=0).fit(mlp, X, y)
+    assert fixed.damping_["layer1"] == pytest.approx(0.2 + 0.3 / 60 * 5 / 6)
+
+
+def test_sklearn_mlp_correlates_with_exact():
+    X = np.random.RandomState(0).randn(80, 4)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    mlp = MLPClassifier((6,), alpha=1e-2, max_iter=2000, random_state=0).fit(X, y)
+    frame = pd.DataFrame(X, index=[f"r{i}" for i in range(80)])
+    exact = ExactInfluence(damping=0.05, curvature="ggn").fit(mlp, frame, y)
+    est = EKFACInfluence(damping=0.05, fisher="ggn").fit(mlp, frame, y)
+    scores = est.score(frame[:5], y[:5])
+    assert scores.dtypes.unique().tolist() == [np.float32]
+    assert scores.columns.tolist() == frame.index.tolist()
+    assert _mean_row_pearson(scores, exact.score(frame[:5], y[:5])) > 0.8
+
+
+def test_skorch_net():
+    skorch = pytest.importorskip("skorch")
+    X = np.random.RandomState(0).randn(50, 4).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    net = skorch.NeuralNetClassifier(
+        nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2), nn.Softmax(-1)),
+        max_epochs=3,
+        train_split=None,
+        verbose=0,
+    ).fit(X, y)
+    est = EKFACInfluence(random_state=0).fit(net, X, y)
+    assert est.layers_ == ["0", "2"]
+    assert est.score(X[:2], y[:2]).shape == (2, 50)
+
+
+def test_layers_subset_and_other_parameters_left_out():
+    module = build(CASES[0])[0]
+    _, X, y = build(CASES[0])
+    from kfac_cases import Normed
+
+    torch.manual_seed(0)
+    module = Normed().double()
+    est = KFACInfluence(layers=["out"], random_state=0).fit(module, X, y)
+    assert est.layers_ == ["out"]
+    assert est.n_params_ == 3 * 6
+    assert KFACInfluence(random_state=0).fit(module, X, y).layers_ == ["inp", "out"]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_model_unchanged(estimator):
+    module, X, y = build(CASES[3])
+    module.train()
+    module[0].bias.requires_grad_(False)
+    state = copy.deepcopy(module.state_dict())
+    grads = [p.requires_grad for p in module.parameters()]
+    est = estimator(random_state=0).fit(module, X, y)
+    est.score(X[:2], y[:2], by_layer=True)
+    est.self_influence()
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, state[key])
+    assert [p.requires_grad for p in module.parameters()] == grads
+    assert all(m.training for m in module.modules())
+    assert all(not m._forward_hooks and not m._backward_hooks for m in module.modules())
+    assert all(p.grad is None for p in module.parameters())
+
+
+def test_fisher_true_is_seeded():
+    module, X, y = build(CASES[0], n=30)
+    first = KFACInfluence(random_state=3).fit(module, X, y).eigenvalues_["0"]
+    again = KFACInfluence(random_state=3).fit(module, X, y).eigenvalues_["0"]
+    other = KFACInfluence(random_state=4).fit(module, X, y).eigenvalues_["0"]
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def _per_row_loss(output, target):
+    return ((output - target) ** 2).sum(1)
+
+
+BAD_PARAMS = [
+    (dict(damping=0.0), "damping"),
+    (dict(damping="big"), "damping"),
+    (dict(fisher="exact"), "fisher"),
+    (dict(query_rank=0), "query_rank"),
+    (dict(layers="0"), "layers"),
+    (dict(layers=["9"]), "'9', which is not a submodule"),
+    (dict(fisher="true", loss=_per_row_loss), "fisher='true' samples targets"),
+]
+
+
+@pytest.mark.parametrize(("params", "message"), BAD_PARAMS)
+def test_bad_input(params, message):
+    module, X, y = build(CASES[2])
+    with pytest.raises(ValueError, match=message):
+        KFACInfluence(**params).fit(module, X, y)
+
+
+def test_callable_loss_with_ggn_fisher():
+    module, X, y = build(CASES[2])
+    est = KFACInfluence(fisher="ggn", loss=_per_row_loss, dtype="float64")
+    auto = KFACInfluence(fisher="ggn", dtype="float64")
+    torch.testing.assert_close(
+        est.fit(module, X, y).eigenvalues_["0"],
+        auto.fit(module, X, y).eigenvalues_["0"],
+    )
