@@ -10,6 +10,7 @@ from ._estimators._ekfac import EKFACInfluence
 from ._estimators._exact import ExactInfluence
 from ._estimators._kfac import KFACInfluence
 from ._estimators._tracin import TracIn
+from ._estimators._trak import TRAKInfluence
 
 __version__ = "0.1.0.dev0"
 
@@ -17,6 +18,7 @@ __all__ = [
     "EKFACInfluence",
     "ExactInfluence",
     "KFACInfluence",
+    "TRAKInfluence",
     "TracIn",
     "config_context",
     "get_config",

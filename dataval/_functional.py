@@ -10,7 +10,7 @@ after every call, also when an error is raised.
 from contextlib import contextmanager
 
 import torch
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vjp, vmap
 
 from ._adapters import layer_of
 
@@ -147,6 +147,26 @@ class FunctionalModel:
         """Gradient of the summed loss of a batch, ``(p,)``."""
         with eval_mode(self.adapted.module):
             return grad(self._batch_loss)(self.theta, X, y)
+
+    def per_sample_jacobians(self, X):
+        """Jacobians of each row's flattened output, ``(B, k, p)``."""
+
+        def row_output(theta, x):
+            return self._forward(theta, x.unsqueeze(0)).reshape(-1)
+
+        with eval_mode(self.adapted.module):
+            return vmap(jacrev(row_output), in_dims=(None, 0))(self.theta, X)
+
+    def output_hessians(self, X, y):
+        """Hessian of each row's loss in its flattened output, ``(B, k, k)``."""
+        output = self.outputs(X)
+
+        def row_loss(o, target):
+            return self.adapted.loss(o.unsqueeze(0), target.unsqueeze(0)).sum()
+
+        hessians = vmap(jacfwd(jacrev(row_loss)))(output, y)
+        k = output[0].numel()
+        return hessians.reshape(len(output), k, k)
 
     def curvature_matvec(self, V, X, y, curvature="hessian"):
         """``V @ C`` for the summed loss of a batch, ``V`` of shape ``(k, p)``.

@@ -12,10 +12,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import InvalidParameterError
 
 import dataval
-from dataval import ExactInfluence, TracIn
+from dataval import ExactInfluence, TracIn, TRAKInfluence
 
-ESTIMATORS = [ExactInfluence(damping=0.01), TracIn()]
-IDS = ["exact", "tracin"]
+ESTIMATORS = [
+    ExactInfluence(damping=0.01),
+    TracIn(),
+    TRAKInfluence(projection_dim=8, random_state=0),
+]
+IDS = ["exact", "tracin", "trak"]
 
 
 @pytest.fixture

@@ -24,6 +24,21 @@ def _load_checkpoint(checkpoint, position):
     return checkpoint
 
 
+def checkpoint_models(model, checkpoints):
+    """One :class:`FunctionalModel` per checkpoint; ``model`` itself for none."""
+    if checkpoints is None or len(checkpoints) == 0:
+        return [model]
+    return [
+        FunctionalModel(
+            model.adapted,
+            model.device,
+            model.dtype,
+            state_dict=_load_checkpoint(checkpoint, k),
+        )
+        for k, checkpoint in enumerate(checkpoints)
+    ]
+
+
 class TracIn(BaseInfluence):
     """TracIn-CP: learning-rate-weighted gradient dot products over checkpoints.
 
@@ -105,18 +120,7 @@ class TracIn(BaseInfluence):
         self.verbose = verbose
 
     def _fit_curvature(self):
-        if self.checkpoints is None or len(self.checkpoints) == 0:
-            self._models = [self.model_]
-        else:
-            self._models = [
-                FunctionalModel(
-                    self.model_.adapted,
-                    self.device_,
-                    self.dtype_,
-                    state_dict=_load_checkpoint(checkpoint, k),
-                )
-                for k, checkpoint in enumerate(self.checkpoints)
-            ]
+        self._models = checkpoint_models(self.model_, self.checkpoints)
         rates = np.atleast_1d(np.asarray(self.learning_rates, dtype=np.float64))
         if rates.ndim != 1 or len(rates) not in (1, len(self._models)):
             raise ValueError(

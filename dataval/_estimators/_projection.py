@@ -1,0 +1,81 @@
+"""Seeded Gaussian random projections, generated block by block.
+
+A projection ``P`` of shape (dim, p) has independent N(0, 1/dim) entries, so
+``E[P^T P] = I``: inner products of projected vectors are those of the
+originals in expectation (Johnson-Lindenstrauss). Columns are drawn in blocks,
+each from its own generator seeded with ``(seed, block)``, so the matrix is
+reproducible and never has to be held whole.
+"""
+
+import numpy as np
+import torch
+
+# bytes of one generated block of columns
+_BLOCK_BYTES = 16 * 2**20
+# projections up to this size are generated once and kept
+_CACHE_BYTES = 64 * 2**20
+
+
+class RandomProjection:
+    """``x -> P x`` for a seeded (dim, p) Gaussian ``P``; the identity for ``dim=None``.
+
+    Parameters
+    ----------
+    p : int
+        Input dimension.
+    dim : int or None
+        Output dimension; ``None`` projects nothing (``P = I``).
+    seed : int
+    device : torch.device
+    dtype : torch.dtype
+    """
+
+    def __init__(self, p, dim, seed, device, dtype):
+        self.p, self.dim, self.seed = p, dim, seed
+        self.device, self.dtype = device, dtype
+        self.out_dim = p if dim is None else dim
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        self.width = max(1, _BLOCK_BYTES // (self.out_dim * itemsize))
+        fits = p * self.out_dim * itemsize <= _CACHE_BYTES
+        self._cache = [] if fits else None
+
+    def blocks(self):
+        """Yield ``(columns, P[:, columns])``: slices of p and (dim, width) blocks."""
+        if self._cache:
+            yield from self._cache
+            return
+        keep = [] if self._cache is not None else None
+        for number, start in enumerate(range(0, self.p, self.width)):
+            columns = slice(start, min(self.p, start + self.width))
+            (state,) = np.random.SeedSequence([self.seed, number]).generate_state(1)
+            generator = torch.Generator(device=self.device).manual_seed(int(state))
+            block = torch.randn(
+                self.dim,
+                columns.stop - columns.start,
+                generator=generator,
+                device=self.device,
+                dtype=self.dtype,
+            ) / np.sqrt(self.dim)
+            if keep is not None:
+                keep.append((columns, block))
+            yield columns, block
+        if keep is not None:
+            self._cache.extend(keep)
+
+    def __call__(self, X):
+        """``X @ P^T`` for ``X`` of shape (..., p), giving (..., dim)."""
+        if self.dim is None:
+            return X
+        out = X.new_zeros(X.shape[:-1] + (self.dim,))
+        for columns, block in self.blocks():
+            out += X[..., columns] @ block.T
+        return out
+
+    def gram(self, weights):
+        """``P diag(weights) P^T`` (dim, dim) for ``weights`` of shape (p,)."""
+        if self.dim is None:
+            return torch.diag(weights)
+        out = weights.new_zeros(self.dim, self.dim)
+        for columns, block in self.blocks():
+            out += (block * weights[columns]) @ block.T
+        return out
