@@ -80,7 +80,7 @@ class TRAKInfluence(BaseInfluence):
 
     Attributes
     ----------
-    eigenvalues_ : torch.Tensor of shape (n_checkpoints, projection_dim_)
+    eigenvalues_ : torch.Tensor of shape (n_checkpoints, projection_dim)
         Eigenvalues of each checkpoint's ``P (G + damping I) P^T``, ascending
         (the first ``projection_dim_ - n_params_`` are zero up to rounding
         when the projection has more dimensions than parameters).
