@@ -6,18 +6,24 @@ models, with a scikit-learn API.
 
 from . import metrics
 from ._config import config_context, get_config, set_config
+from ._estimators._arnoldi import ArnoldiInfluence
+from ._estimators._cg import CGInfluence
 from ._estimators._ekfac import EKFACInfluence
 from ._estimators._exact import ExactInfluence
 from ._estimators._kfac import KFACInfluence
+from ._estimators._lissa import LiSSAInfluence
 from ._estimators._tracin import TracIn
 from ._estimators._trak import TRAKInfluence
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ArnoldiInfluence",
+    "CGInfluence",
     "EKFACInfluence",
     "ExactInfluence",
     "KFACInfluence",
+    "LiSSAInfluence",
     "TRAKInfluence",
     "TracIn",
     "config_context",

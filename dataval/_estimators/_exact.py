@@ -139,13 +139,32 @@ def warn_if_not_positive_definite(
     n_bad = int((damped <= 0).sum())
     if n_bad:
         smallest = float(eigenvalues.min())
-        cure = f"increase damping above {-smallest:.3g}" + (
-            " or use curvature='ggn'" if curvature == "hessian" else ""
+        warn_not_positive_definite(
+            f"{n_bad} of {len(eigenvalues)} eigenvalues are <= 0 (smallest "
+            f"curvature eigenvalue {smallest:.3g}",
+            smallest,
+            damping,
+            curvature,
+            what,
+            stacklevel=5,
         )
-        warnings.warn(
-            f"{what} is not positive definite: {n_bad} of {len(eigenvalues)} "
-            f"eigenvalues are <= 0 (smallest curvature eigenvalue {smallest:.3g}, "
-            f"damping={damping:g}). Influence scores are not meaningful; {cure}.",
-            NotPositiveDefiniteWarning,
-            stacklevel=4,
-        )
+
+
+def warn_not_positive_definite(
+    finding, smallest, damping, curvature, what="H + damping I", stacklevel=4
+):
+    """Warn that ``what`` is not positive definite and name the cure.
+
+    ``finding`` says what showed it, ending in an open parenthesis's content;
+    ``smallest`` is the most negative curvature seen (an eigenvalue, or a
+    Rayleigh quotient, which bounds the smallest eigenvalue from above).
+    """
+    cure = f"increase damping above {-smallest:.3g}" + (
+        " or use curvature='ggn'" if curvature == "hessian" else ""
+    )
+    warnings.warn(
+        f"{what} is not positive definite: {finding}, damping={damping:g}). "
+        f"Influence scores are not meaningful; {cure}.",
+        NotPositiveDefiniteWarning,
+        stacklevel=stacklevel,
+    )

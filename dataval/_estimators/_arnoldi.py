@@ -1,0 +1,186 @@
+"""Influence through the top eigenpairs of the curvature, found by Lanczos."""
+
+from numbers import Integral
+
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._exact import warn_if_not_positive_definite
+from ._matrix_free import MatrixFreeInfluence
+
+
+class ArnoldiInfluence(MatrixFreeInfluence):
+    """Influence projected on the ``rank`` dominant eigenvectors of the curvature.
+
+    Finds the ``rank`` eigenpairs of ``H`` largest in magnitude with the
+    Lanczos method (Arnoldi's iteration for a symmetric matrix; Schioppa et
+    al., 2022), in torch on the estimator's device, with full
+    re-orthogonalization. Then ``(H + damping I)^{-1}`` is replaced by
+    ``U diag(1 / (eigenvalues + damping)) U^T``.
+
+    The complement of the eigenspace is ignored: a gradient's part orthogonal
+    to the ``rank`` eigenvectors contributes nothing. Those are the directions
+    of small curvature, which the exact inverse amplifies most, so the
+    projected influence is a low-rank (and low-variance) stand-in, not a
+    converging approximation, until ``rank`` approaches ``p``.
+
+    Parameters
+    ----------
+    rank : int, default=50
+        Eigenpairs kept (at most the number of parameters).
+    n_iter : int, default=None
+        Lanczos steps (size of the Krylov subspace), each one full-batch
+        curvature product. ``None`` uses ``min(p, 2 * rank + 20)``; more steps
+        give more accurate trailing eigenpairs.
+    damping : float or "auto", default=1e-3
+        ``lambda`` added to the kept eigenvalues; ``"auto"`` uses
+        ``0.1 * trace(H) / p`` (see the user guide). The value used is
+        ``damping_``.
+    curvature : {"hessian", "ggn"}, default="hessian"
+        The Hessian of the objective, or its generalized Gauss-Newton matrix.
+    loss : "auto" or callable, default="auto"
+        As in :class:`ExactInfluence`.
+    batch_size : int, default=256
+        Rows per vectorized gradient or curvature pass.
+    device : "auto", str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : None, str or torch.dtype, default=None
+        Floating dtype of the computation; ``None`` means float32.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the Lanczos start vector.
+    verbose : int, default=0
+        Show progress bars (Lanczos steps) when positive.
+
+    Attributes
+    ----------
+    eigenvalues_ : torch.Tensor of shape (rank,)
+        Eigenvalues of the undamped curvature kept, largest magnitude first.
+    eigenvectors_ : torch.Tensor of shape (n_params, rank)
+        The matching orthonormal eigenvectors, as columns.
+    damping_ : float
+        The damping used.
+    n_train_ : int
+        Number of training rows.
+    n_params_ : int
+        Number of trainable parameters.
+    train_index_ : pandas.Index
+        Index of the training rows (named ``train``).
+    device_ : torch.device
+        Where the estimator computes.
+
+    See Also
+    --------
+    ExactInfluence : All ``p`` eigenpairs, from the dense matrix.
+
+    Notes
+    -----
+    A kept eigenvalue with ``eigenvalue + damping <= 0`` raises a
+    :class:`~dataval.exceptions.NotPositiveDefiniteWarning`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from dataval import ArnoldiInfluence
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=1000).fit(X, y)
+    >>> inf = ArnoldiInfluence(rank=5, random_state=0).fit(clf, X, y)
+    >>> inf.eigenvalues_.shape
+    torch.Size([5])
+    >>> inf.score(X[:3], y[:3]).shape
+    (3, 150)
+    """
+
+    _parameter_constraints = {
+        **MatrixFreeInfluence._parameter_constraints,
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "n_iter": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        rank=50,
+        n_iter=None,
+        damping=1e-3,
+        curvature="hessian",
+        loss="auto",
+        batch_size=256,
+        device="auto",
+        dtype=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.rank = rank
+        self.n_iter = n_iter
+        self.damping = damping
+        self.curvature = curvature
+        self.loss = loss
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _fit_operator(self):
+        p = self.n_params_
+        if self.rank > p:
+            raise ValueError(
+                f"rank={self.rank} exceeds the model's {p} trainable parameters; "
+                f"use a rank of at most {p}."
+            )
+        n_iter = min(p, self.n_iter or 2 * self.rank + 20)
+        if n_iter < self.rank:
+            raise ValueError(
+                f"n_iter={self.n_iter} is below rank={self.rank}: Lanczos finds at "
+                "most n_iter eigenpairs. Use n_iter >= rank, or None."
+            )
+        basis, tridiagonal = self._lanczos(n_iter)
+        ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
+        keep = ritz_values.abs().argsort(descending=True)[: self.rank]
+        self.eigenvalues_ = ritz_values[keep]
+        self.eigenvectors_ = basis.T @ ritz_vectors[:, keep]  # (p, rank)
+        warn_if_not_positive_definite(
+            self.eigenvalues_,
+            self.damping_,
+            self.curvature,
+            what="The kept eigenpairs of H + damping I",
+        )
+
+    def _lanczos(self, n_iter):
+        """Orthonormal Krylov basis (n_iter, p) and the tridiagonal ``Q H Q^T``."""
+        generator = self._generator()
+        basis = self._random_vectors(n_iter, generator)  # rows; replaced in order
+        alpha = torch.zeros(n_iter, dtype=self.dtype_, device=self.device_)
+        beta = torch.zeros(max(n_iter - 1, 0), dtype=self.dtype_, device=self.device_)
+        q = basis[0] / basis[0].norm()
+        # below this residual norm the Krylov space is invariant: restart
+        breakdown = torch.finfo(self.dtype_).eps ** 0.5
+        for j in self._iterations(n_iter, "Lanczos"):
+            basis[j] = q
+            w = self._product(q[None], damped=False)[0]
+            alpha[j] = w @ q
+            for _ in range(2):  # full re-orthogonalization, twice is enough
+                w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+            if j + 1 == n_iter:
+                break
+            size = float(w.norm())
+            if size > breakdown * float(alpha[: j + 1].abs().max()):
+                beta[j] = size
+                q = w / size
+            else:
+                q = self._orthogonal_to(basis[: j + 1], basis[j + 1])
+        tridiagonal = (
+            torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
+        ).to(torch.float64)
+        return basis.to(torch.float64), tridiagonal
+
+    @staticmethod
+    def _orthogonal_to(basis, v):
+        for _ in range(2):
+            v = v - basis.T @ (basis @ v)
+        return v / v.norm()
+
+    def _apply_inverse(self, G):
+        U = self.eigenvectors_.to(G.dtype)
+        damped = (self.eigenvalues_ + self.damping_).to(G.dtype)
+        return ((G @ U) / damped) @ U.T

@@ -1,0 +1,218 @@
+"""Influence by conjugate gradient on curvature-vector products."""
+
+import warnings
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ..exceptions import ConvergenceWarning
+from ._exact import warn_not_positive_definite
+from ._matrix_free import MatrixFreeInfluence
+
+
+class CGInfluence(MatrixFreeInfluence):
+    """Influence from ``(H + damping I)^{-1}`` applied by conjugate gradient.
+
+    Solves ``(H + damping I) x = g`` for every test gradient ``g`` with
+    conjugate gradient, all rows of a batch at once (one independent CG per
+    row, vectorized: each iteration is one pass of Hessian-vector products
+    over the training set for the rows not yet converged). ``H`` is never
+    formed, so memory grows with ``p``, not ``p^2``.
+
+    Parameters
+    ----------
+    damping : float or "auto", default=1e-3
+        ``lambda`` added to the curvature's diagonal. ``"auto"`` uses
+        ``0.1 * trace(H) / p`` (Hutchinson estimate, see the user guide); the
+        value used is ``damping_``. A larger damping also makes CG converge
+        in fewer iterations.
+    curvature : {"hessian", "ggn"}, default="hessian"
+        The Hessian of the objective, or its generalized Gauss-Newton matrix
+        (positive semi-definite for convex losses).
+    maxiter : int, default=100
+        Most CG iterations per row.
+    tol : float, default=1e-5
+        Stop a row when its residual ``||g - (H + damping I) x||`` is at most
+        ``tol * ||g||``. Rows that do not get there raise a
+        :class:`~dataval.exceptions.ConvergenceWarning`.
+    preconditioner : {None, "jacobi"}, default=None
+        ``"jacobi"`` divides residuals by a Hutchinson estimate of
+        ``diag(H) + damping`` (32 probes, clipped below at ``damping``).
+    hessian_batch_size : int, default=None
+        ``None``: every product averages the curvature over the whole training
+        set. An int: over a random subset of that many training rows, drawn
+        once per fit with ``random_state`` (a sub-sampled Hessian; each
+        product costs that many rows instead of ``n_train``).
+    loss : "auto" or callable, default="auto"
+        As in :class:`ExactInfluence`.
+    batch_size : int, default=256
+        Rows per vectorized gradient or curvature pass.
+    device : "auto", str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : None, str or torch.dtype, default=None
+        Floating dtype of the computation; ``None`` means float32.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the Hutchinson probes and the Hessian subset.
+    verbose : int, default=0
+        Show progress bars (CG iterations, passes) when positive.
+
+    Attributes
+    ----------
+    damping_ : float
+        The damping used (the estimate when ``damping="auto"``).
+    n_iter_ : int
+        CG iterations of the latest solve.
+    n_train_ : int
+        Number of training rows.
+    n_params_ : int
+        Number of trainable parameters.
+    train_index_ : pandas.Index
+        Index of the training rows (named ``train``).
+    device_ : torch.device
+        Where the estimator computes.
+
+    See Also
+    --------
+    ExactInfluence : The dense reference CG converges to.
+    LiSSAInfluence : A stochastic series instead of CG.
+
+    Notes
+    -----
+    CG needs ``H + damping I`` positive definite. When it meets a direction
+    ``d`` with ``d^T (H + damping I) d <= 0`` it stops that row and raises a
+    :class:`~dataval.exceptions.NotPositiveDefiniteWarning`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from dataval import CGInfluence
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=1000).fit(X, y)
+    >>> inf = CGInfluence(damping=1e-2, preconditioner="jacobi", random_state=0)
+    >>> inf.fit(clf, X, y).score(X[:3], y[:3]).shape
+    (3, 150)
+    """
+
+    _parameter_constraints = {
+        **MatrixFreeInfluence._parameter_constraints,
+        "maxiter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "preconditioner": [None, StrOptions({"jacobi"})],
+        "hessian_batch_size": [None, Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        damping=1e-3,
+        curvature="hessian",
+        maxiter=100,
+        tol=1e-5,
+        preconditioner=None,
+        hessian_batch_size=None,
+        loss="auto",
+        batch_size=256,
+        device="auto",
+        dtype=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.damping = damping
+        self.curvature = curvature
+        self.maxiter = maxiter
+        self.tol = tol
+        self.preconditioner = preconditioner
+        self.hessian_batch_size = hessian_batch_size
+        self.loss = loss
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _choose_curvature_rows(self):
+        size = self.hessian_batch_size
+        if size is None or size >= self.n_train_:
+            return None
+        rows = torch.randperm(self.n_train_, generator=self._generator())[:size]
+        return self._X_train[rows], self._y_train[rows]
+
+    def _fit_operator(self):
+        self._inverse_diagonal = None
+        if self.preconditioner == "jacobi":
+            diagonal = self._curvature_diagonal() + self.damping_
+            self._inverse_diagonal = 1 / diagonal.clamp(min=max(self.damping_, 1e-12))
+        self.n_iter_ = 0
+
+    def _precondition(self, R):
+        return R if self._inverse_diagonal is None else R * self._inverse_diagonal
+
+    def _apply_inverse(self, G):
+        # one CG per row of G (m, p); `active` rows are still iterating
+        X = torch.zeros_like(G)
+        R = G.clone()
+        g_norm = G.norm(dim=1)
+        residual = torch.zeros_like(g_norm)
+        residual[g_norm > 0] = 1.0
+        active = g_norm > 0
+        rejected = torch.zeros_like(active)
+        Z = self._precondition(R)
+        P = Z.clone()
+        rz = (R * Z).sum(1)
+        negative = []  # Rayleigh quotients d^T H d / d^T d of rejected directions
+        self.n_iter_ = 0
+        for _ in self._iterations(self.maxiter, "conjugate gradient"):
+            rows = active.nonzero().squeeze(1)
+            if len(rows) == 0:
+                break
+            self.n_iter_ += 1
+            AP = self._product(P[rows])  # (k, p)
+            curvature = (P[rows] * AP).sum(1)
+            bad = curvature <= 0
+            if bad.any():
+                quotients = curvature[bad] / (P[rows[bad]] ** 2).sum(1)
+                negative.extend((quotients - self.damping_).tolist())
+                active[rows[bad]] = False
+                rejected[rows[bad]] = True
+                rows, AP, curvature = rows[~bad], AP[~bad], curvature[~bad]
+            alpha = (rz[rows] / curvature)[:, None]
+            X[rows] += alpha * P[rows]
+            R[rows] -= alpha * AP
+            residual[rows] = R[rows].norm(dim=1) / g_norm[rows]
+            done = residual[rows] <= self.tol
+            active[rows[done]] = False
+            rows = rows[~done]
+            Z = self._precondition(R[rows])
+            rz_new = (R[rows] * Z).sum(1)
+            P[rows] = Z + (rz_new / rz[rows])[:, None] * P[rows]
+            rz[rows] = rz_new
+        self._warn_unsolved((residual > self.tol) & ~rejected, residual, negative)
+        return X
+
+    def _warn_unsolved(self, stuck, residual, negative):
+        n_rows = len(residual)
+        if negative:
+            warn_not_positive_definite(
+                f"conjugate gradient met negative curvature on {len(negative)} of "
+                f"{n_rows} rows (smallest Rayleigh quotient d^T H d / d^T d "
+                f"{min(negative):.3g}",
+                min(negative),
+                self.damping_,
+                self.curvature,
+                stacklevel=7,
+            )
+        stuck = stuck.nonzero().squeeze(1)
+        if len(stuck):
+            shown = ", ".join(
+                f"{int(i)}: {float(residual[i]):.2g}" for i in stuck[:10]
+            ) + (", ..." if len(stuck) > 10 else "")
+            warnings.warn(
+                f"CGInfluence did not reach tol={self.tol:g} within "
+                f"maxiter={self.maxiter} for {len(stuck)} of {n_rows} rows of this "
+                f"batch (row: relative residual) {{{shown}}}. Increase maxiter, "
+                "use preconditioner='jacobi', or increase damping "
+                f"(damping={self.damping_:g}).",
+                ConvergenceWarning,
+                stacklevel=6,
+            )

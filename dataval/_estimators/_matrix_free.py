@@ -1,0 +1,117 @@
+"""What the estimators that only multiply by the curvature share.
+
+:class:`CGInfluence`, :class:`LiSSAInfluence` and :class:`ArnoldiInfluence`
+never form ``H``: they multiply blocks of vectors by it. This module holds the
+rest they have in common: the ``damping="auto"`` heuristic, random probes, a
+Hutchinson estimate of the curvature's diagonal (hence of its trace) and a
+power iteration for its largest eigenvalue.
+"""
+
+from numbers import Real
+
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from tqdm.auto import tqdm
+
+from .._base import BaseInfluence
+
+#: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
+AUTO_DAMPING_FRACTION = 0.1
+#: Rademacher probes of the Hutchinson diagonal (and trace) estimate
+HUTCHINSON_PROBES = 32
+#: power iterations for the largest eigenvalue
+POWER_ITERATIONS = 30
+
+
+class MatrixFreeInfluence(BaseInfluence):
+    """Base of the estimators that use only curvature-vector products.
+
+    Subclasses define ``__init__`` with ``damping``, ``curvature`` and
+    ``random_state`` among their parameters, and implement ``_fit_operator``
+    and ``_apply_inverse``. ``_fit_curvature`` resolves ``damping_`` first.
+    """
+
+    _parameter_constraints = {
+        **BaseInfluence._parameter_constraints,
+        "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "curvature": [StrOptions({"hessian", "ggn"})],
+        "random_state": ["random_state"],
+    }
+
+    def _fit_curvature(self):
+        self._random = check_random_state(self.random_state)
+        self._curvature_rows = self._choose_curvature_rows()
+        self._diagonal = None
+        self.damping_ = self._resolve_damping()
+        self._fit_operator()
+
+    def _fit_operator(self):
+        """Learn what ``_apply_inverse`` needs, once ``damping_`` is known."""
+        raise NotImplementedError
+
+    def _choose_curvature_rows(self):
+        """``(X, y)`` whose mean curvature the products use; ``None``: all rows."""
+        return None
+
+    def _generator(self):
+        """A CPU torch generator seeded from ``random_state``."""
+        return torch.Generator().manual_seed(int(self._random.randint(2**31 - 1)))
+
+    def _product(self, V, damped=True, rows=None):
+        """``V @ (H + damping_ I)`` (or ``V @ H``) for ``V`` of shape (k, p).
+
+        ``rows``: the ``(X, y)`` the curvature averages over (default: the
+        estimator's curvature rows).
+        """
+        X, y = rows or self._curvature_rows or (None, None)
+        out = self._curvature_product(V, self.curvature, X, y)
+        return out + self.damping_ * V if damped else out
+
+    def _random_vectors(self, k, generator, rademacher=False):
+        """(k, p) random vectors on the device: Gaussian or Rademacher (+-1)."""
+        shape = (k, self.n_params_)
+        if rademacher:
+            V = torch.randint(0, 2, shape, generator=generator) * 2.0 - 1.0
+        else:
+            V = torch.randn(shape, generator=generator, dtype=torch.float64)
+        return V.to(self.device_, self.dtype_)
+
+    def _iterations(self, n, desc):
+        return tqdm(range(n), desc=desc, leave=False) if self.verbose else range(n)
+
+    def _curvature_diagonal(self):
+        """Hutchinson estimate ``mean_z z * (z @ H)`` of ``diag(H)``, (p,).
+
+        Computed once per fit; its mean is the trace estimate ``trace(H) / p``.
+        """
+        if self._diagonal is None:
+            Z = self._random_vectors(
+                HUTCHINSON_PROBES, self._generator(), rademacher=True
+            )
+            self._diagonal = (Z * self._product(Z, damped=False)).mean(0)
+        return self._diagonal
+
+    def _resolve_damping(self):
+        if self.damping != "auto":
+            return float(self.damping)
+        mean_eigenvalue = float(self._curvature_diagonal().mean())
+        if not mean_eigenvalue > 0:
+            raise ValueError(
+                f"damping='auto' needs a positive mean curvature eigenvalue, but the "
+                f"estimate trace(H) / p is {mean_eigenvalue:.3g} for "
+                f"curvature={self.curvature!r}. Pass a positive number as damping, "
+                "or use curvature='ggn' (positive semi-definite)."
+            )
+        return AUTO_DAMPING_FRACTION * mean_eigenvalue
+
+    def _largest_eigenvalue(self):
+        """Largest ``|eigenvalue|`` of ``H + damping_ I`` by power iteration."""
+        v = self._random_vectors(1, self._generator())
+        estimate = 0.0
+        for _ in self._iterations(POWER_ITERATIONS, "power iteration"):
+            v = v / v.norm()
+            v = self._product(v)
+            # ||A v|| for a unit v: at most, and converging to, the largest |eigenvalue|
+            estimate = float(v.norm())
+        return estimate

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+from iterative_cases import (
+    CASE_IDS,
+    CASES,
+    assert_close,
+    assert_model_unchanged,
+    bad_parameter_cases,
+    build,
+    exact_scores,
+    fit_scores,
+)
+
+from dataval import ArnoldiInfluence, ExactInfluence
+from dataval.exceptions import NotPositiveDefiniteWarning
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+def test_full_rank_matches_exact(case, curvature):
+    model, X, y = build(case)
+    p = ExactInfluence(damping=1.0).fit(model, X, y).n_params_
+    arnoldi = ArnoldiInfluence(
+        rank=p,
+        damping=case["damping"],
+        curvature=curvature,
+        dtype="float64",
+        random_state=0,
+    )
+    reference = exact_scores(case, curvature=curvature)
+    assert_close(fit_scores(arnoldi, case), reference, rtol=1e-7)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_top_eigenpairs_match_the_dense_ones(case):
+    model, X, y = build(case)
+    exact = ExactInfluence(damping=1.0).fit(model, X, y)
+    arnoldi = ArnoldiInfluence(rank=5, dtype="float64", random_state=0)
+    arnoldi.fit(model, X, y)
+    dense = exact.eigenvalues_[exact.eigenvalues_.abs().argsort(descending=True)]
+    np.testing.assert_allclose(arnoldi.eigenvalues_[:3], dense[:3], rtol=1e-6)
+    U = arnoldi.eigenvectors_
+    assert U.shape == (exact.n_params_, 5)
+    np.testing.assert_allclose(U.T @ U, np.eye(5), atol=1e-10)
+
+
+def test_warns_on_negative_eigenvalues():
+    case = CASES[0]  # smallest Hessian eigenvalue about -0.07
+    model, X, y = build(case)
+    p = ExactInfluence(damping=1.0).fit(model, X, y).n_params_
+    with pytest.warns(NotPositiveDefiniteWarning, match="damping=0.*curvature='ggn'"):
+        ArnoldiInfluence(rank=p, damping=0.0, random_state=0).fit(model, X, y)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [({"rank": 10_000}, "rank=10000 exceeds"), ({"rank": 8, "n_iter": 4}, "n_iter=4")],
+)
+def test_rank_and_n_iter_must_fit_the_model(params, message):
+    model, X, y = build(CASES[0])
+    with pytest.raises(ValueError, match=message):
+        ArnoldiInfluence(**params).fit(model, X, y)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_model_unchanged(case):
+    assert_model_unchanged(ArnoldiInfluence(rank=4, random_state=0), case)
+
+
+@pytest.mark.parametrize(
+    "estimator, name",
+    bad_parameter_cases(
+        ArnoldiInfluence, {"rank": 0, "n_iter": 0, "damping": None, "curvature": "x"}
+    ),
+)
+def test_bad_parameters(estimator, name):
+    model, X, y = build(CASES[0])
+    with pytest.raises(ValueError, match=f"'{name}' parameter of ArnoldiInfluence"):
+        estimator.fit(model, X, y)
+
+
+def test_verbose_shows_progress(capsys):
+    fit_scores(ArnoldiInfluence(rank=3, verbose=1, random_state=0), CASES[0])
+    assert "Lanczos" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    kwargs = {"rank": 10, "dtype": "float64", "random_state": 0}
+    cpu = fit_scores(ArnoldiInfluence(device="cpu", **kwargs), CASES[0])
+    cuda = fit_scores(ArnoldiInfluence(device="cuda", **kwargs), CASES[0])
+    assert_close(cuda, cpu, rtol=1e-6)

@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import torch
+from iterative_cases import (
+    CASE_IDS,
+    CASES,
+    assert_close,
+    assert_model_unchanged,
+    bad_parameter_cases,
+    build,
+    exact_scores,
+    fit_scores,
+    mean_row_pearson,
+)
+
+from dataval import CGInfluence, ExactInfluence
+from dataval.exceptions import ConvergenceWarning, NotPositiveDefiniteWarning
+
+SETTINGS = [
+    {"preconditioner": None, "curvature": "hessian"},
+    {"preconditioner": "jacobi", "curvature": "hessian"},
+    {"preconditioner": "jacobi", "curvature": "ggn"},
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(
+    "settings", SETTINGS, ids=lambda s: "-".join(map(str, s.values()))
+)
+def test_matches_exact(case, settings):
+    cg = CGInfluence(
+        damping=case["damping"],
+        tol=1e-10,
+        maxiter=300,
+        dtype="float64",
+        random_state=0,
+        **settings,
+    )
+    reference = exact_scores(case, curvature=settings["curvature"])
+    assert_close(fit_scores(cg, case), reference, rtol=1e-7)
+    assert 0 < cg.n_iter_ <= 300
+
+
+def test_self_influence_value_and_layers_match_exact():
+    case = CASES[0]
+    model, X, y = build(case)
+    cg = CGInfluence(damping=case["damping"], tol=1e-10, maxiter=300, dtype="float64")
+    exact = ExactInfluence(damping=case["damping"]).fit(model, X, y)
+    cg.fit(model, X, y)
+    assert_close(cg.self_influence(), exact.self_influence(), rtol=1e-6)
+    assert_close(cg.value(X[:7], y[:7]), exact.value(X[:7], y[:7]), rtol=1e-6)
+    by_layer = cg.score(X[:3], y[:3], by_layer=True)
+    assert_close(by_layer.groupby(level="test").sum(), cg.score(X[:3], y[:3]), 1e-6)
+
+
+def test_damping_auto_is_a_tenth_of_the_mean_eigenvalue():
+    case = CASES[1]
+    model, X, y = build(case)
+    cg = CGInfluence(
+        damping="auto", tol=1e-10, maxiter=300, dtype="float64", random_state=0
+    ).fit(model, X, y)
+    eigenvalues = ExactInfluence(damping=1.0).fit(model, X, y).eigenvalues_
+    expected = 0.1 * float(eigenvalues.mean())
+    assert expected / 2 < cg.damping_ < expected * 2
+    reference = exact_scores(case, damping=cg.damping_)
+    assert_close(cg.score(X[:5], y[:5]).to_numpy(), reference, rtol=1e-6)
+
+
+def test_damping_auto_refuses_negative_curvature():
+    case = CASES[0]
+    model, X, y = build(case)
+
+    def concave(output, target):
+        return -torch.nn.functional.cross_entropy(output, target, reduction="none")
+
+    with pytest.raises(ValueError, match="damping='auto'.*curvature='ggn'"):
+        CGInfluence(damping="auto", loss=concave, random_state=0).fit(model, X, y)
+
+
+def test_subsampled_hessian_is_reproducible_and_close():
+    case = CASES[1]
+    kwargs = {"damping": case["damping"], "hessian_batch_size": 100, "tol": 1e-8}
+    first = fit_scores(CGInfluence(**kwargs, random_state=3), case)
+    again = fit_scores(CGInfluence(**kwargs, random_state=3), case)
+    np.testing.assert_array_equal(first, again)
+    assert mean_row_pearson(first, exact_scores(case)) > 0.9
+
+
+def test_warns_when_not_converged():
+    case = CASES[0]
+    with pytest.warns(ConvergenceWarning, match=r"maxiter=2 for \d+ of 5 rows"):
+        fit_scores(CGInfluence(damping=case["damping"], maxiter=2), case)
+
+
+def test_warns_on_negative_curvature():
+    case = CASES[0]  # smallest Hessian eigenvalue about -0.07
+    with pytest.warns(NotPositiveDefiniteWarning, match="damping=0.*curvature='ggn'"):
+        fit_scores(CGInfluence(damping=0.0, maxiter=200, dtype="float64"), case)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_model_unchanged(case):
+    assert_model_unchanged(CGInfluence(damping=case["damping"]), case)
+
+
+@pytest.mark.parametrize(
+    "estimator, name",
+    bad_parameter_cases(
+        CGInfluence,
+        {
+            "maxiter": 0,
+            "tol": 0.0,
+            "preconditioner": "nystrom",
+            "hessian_batch_size": 0,
+            "damping": "big",
+            "curvature": "fisher",
+            "random_state": "seed",
+        },
+    ),
+)
+def test_bad_parameters(estimator, name):
+    model, X, y = build(CASES[0])
+    with pytest.raises(ValueError, match=f"'{name}' parameter of CGInfluence"):
+        estimator.fit(model, X, y)
+
+
+def test_verbose_shows_progress(capsys):
+    case = CASES[0]
+    fit_scores(CGInfluence(damping=case["damping"], maxiter=3, verbose=1), case)
+    assert "conjugate gradient" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    case = CASES[0]
+    kwargs = {"damping": case["damping"], "tol": 1e-10, "dtype": "float64"}
+    cpu = fit_scores(CGInfluence(device="cpu", **kwargs), case)
+    cuda = fit_scores(CGInfluence(device="cuda", **kwargs), case)
+    assert_close(cuda, cpu, rtol=1e-8)

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+from iterative_cases import (
+    CASE_IDS,
+    CASES,
+    assert_close,
+    assert_model_unchanged,
+    bad_parameter_cases,
+    build,
+    exact_scores,
+    fit_scores,
+    mean_row_pearson,
+)
+
+from dataval import ExactInfluence, LiSSAInfluence
+
+# a damping this large makes the series converge in ~100 steps on every case
+DAMPING = 0.5
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+def test_full_batch_series_matches_exact(case, curvature):
+    lissa = LiSSAInfluence(
+        damping=DAMPING,
+        curvature=curvature,
+        depth=100,
+        hessian_batch_size=None,
+        dtype="float64",
+        random_state=0,
+    )
+    reference = exact_scores(case, damping=DAMPING, curvature=curvature)
+    assert_close(fit_scores(lissa, case), reference, rtol=1e-5)
+    eigenvalues = ExactInfluence(damping=DAMPING, curvature=curvature)
+    top = float(eigenvalues.fit(*build(case)).eigenvalues_[-1]) + DAMPING
+    assert lissa.largest_eigenvalue_ == pytest.approx(top, rel=0.05)
+    assert lissa.scale_ == pytest.approx(1.1 * lissa.largest_eigenvalue_)
+
+
+def test_mini_batch_series_is_reproducible_and_close():
+    case = CASES[1]
+    kwargs = {"damping": DAMPING, "depth": 100, "hessian_batch_size": 32}
+    first = fit_scores(LiSSAInfluence(**kwargs, repeats=2, random_state=1), case)
+    again = fit_scores(LiSSAInfluence(**kwargs, repeats=2, random_state=1), case)
+    np.testing.assert_array_equal(first, again)
+    assert mean_row_pearson(first, exact_scores(case, damping=DAMPING)) > 0.95
+
+
+def test_too_small_scale_raises_instead_of_nan():
+    case = CASES[0]
+    lissa = LiSSAInfluence(damping=DAMPING, scale=0.05, depth=500, random_state=0)
+    with pytest.raises(FloatingPointError, match="scale=0.05.*damping=0.5"):
+        fit_scores(lissa, case)
+
+
+def test_damping_auto_and_value_use_the_same_map():
+    case = CASES[0]
+    model, X, y = build(case)
+    lissa = LiSSAInfluence(damping="auto", depth=20, random_state=0)
+    lissa.fit(model, X, y)
+    assert lissa.damping_ > 0
+    assert_close(
+        lissa.value(X[:4], y[:4]), lissa.score(X[:4], y[:4]).mean(axis=0), 1e-5
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_model_unchanged(case):
+    lissa = LiSSAInfluence(damping=DAMPING, depth=10, random_state=0)
+    assert_model_unchanged(lissa, case)
+
+
+@pytest.mark.parametrize(
+    "estimator, name",
+    bad_parameter_cases(
+        LiSSAInfluence,
+        {
+            "depth": 0,
+            "scale": -1.0,
+            "repeats": 0,
+            "hessian_batch_size": 0,
+            "damping": -1.0,
+            "curvature": "fisher",
+        },
+    ),
+)
+def test_bad_parameters(estimator, name):
+    model, X, y = build(CASES[0])
+    with pytest.raises(ValueError, match=f"'{name}' parameter of LiSSAInfluence"):
+        estimator.fit(model, X, y)
+
+
+def test_verbose_shows_progress(capsys):
+    case = CASES[0]
+    fit_scores(LiSSAInfluence(damping=DAMPING, depth=5, verbose=1), case)
+    assert "LiSSA" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    case = CASES[0]
+    kwargs = {"damping": DAMPING, "depth": 50, "dtype": "float64", "random_state": 0}
+    cpu = fit_scores(LiSSAInfluence(device="cpu", **kwargs), case)
+    cuda = fit_scores(LiSSAInfluence(device="cuda", **kwargs), case)
+    assert_close(cuda, cpu, rtol=1e-8)
