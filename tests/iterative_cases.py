@@ -111,6 +111,14 @@ def _snapshot(model):
     }
 
 
+def assert_rejects(estimator, name):
+    """Fitting raises an error naming the bad parameter and the estimator."""
+    model, X, y = build(CASES[0])
+    pattern = f"'{name}' parameter of {type(estimator).__name__}"
+    with pytest.raises(ValueError, match=pattern):
+        estimator.fit(model, X, y)
+
+
 def bad_parameter_cases(estimator_class, bad):
     """``pytest.param(estimator, pattern)`` per bad value in ``{param: value}``."""
     return [

@@ -6,6 +6,7 @@ from iterative_cases import (
     CASES,
     assert_close,
     assert_model_unchanged,
+    assert_rejects,
     bad_parameter_cases,
     build,
     exact_scores,
@@ -86,9 +87,7 @@ def test_model_unchanged(case):
     ),
 )
 def test_bad_parameters(estimator, name):
-    model, X, y = build(CASES[0])
-    with pytest.raises(ValueError, match=f"'{name}' parameter of LiSSAInfluence"):
-        estimator.fit(model, X, y)
+    assert_rejects(estimator, name)
 
 
 def test_verbose_shows_progress(capsys):
