@@ -4,7 +4,7 @@ Influence functions and data valuation for scikit-learn, skorch and torch
 models, with a scikit-learn API.
 """
 
-from . import metrics
+from . import metrics, text
 from ._config import config_context, get_config, set_config
 from ._estimators._arnoldi import ArnoldiInfluence
 from ._estimators._cg import CGInfluence
@@ -30,4 +30,5 @@ __all__ = [
     "get_config",
     "metrics",
     "set_config",
+    "text",
 ]

@@ -164,6 +164,12 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         if keep is not None:
             store.extend(keep)
 
+    def _training_rows(self, positions):
+        """Yield ``(offset, G)``: ``_training_batch`` of the rows at ``positions``."""
+        X, y = self._X_train[positions], self._y_train[positions]
+        for start, X_b, y_b in self._batches(X, y, "train"):
+            yield start, self._training_batch(X_b, y_b)
+
     def _training_batch(self, X, y):
         """Gradients of a prepared training batch, in the form ``_inner`` takes.
 

@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 
 def row_index(X, y=None):
@@ -73,7 +74,13 @@ def _check_finite(obj, name):
 
 
 def to_numpy(obj):
-    """``obj`` as a numpy array (pandas values, tensors moved to the CPU)."""
+    """``obj`` as a numpy array (pandas values, tensors moved to the CPU).
+
+    Sparse matrices (e.g. the output of a text vectorizer in a Pipeline) are
+    densified.
+    """
+    if sparse.issparse(obj):
+        return obj.toarray()
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu().numpy()
     if isinstance(obj, (pd.DataFrame, pd.Series)):
