@@ -20,6 +20,7 @@ from dataval.exceptions import ConvergenceWarning, NotPositiveDefiniteWarning
 SETTINGS = [
     {"preconditioner": None, "curvature": "hessian"},
     {"preconditioner": "jacobi", "curvature": "hessian"},
+    {"preconditioner": "lowrank", "curvature": "hessian"},
     {"preconditioner": "jacobi", "curvature": "ggn"},
 ]
 
@@ -112,6 +113,7 @@ def test_model_unchanged(case):
             "maxiter": 0,
             "tol": 0.0,
             "preconditioner": "nystrom",
+            "preconditioner_rank": 0,
             "hessian_batch_size": 0,
             "damping": "big",
             "curvature": "fisher",

@@ -2,7 +2,6 @@
 
 from numbers import Integral
 
-import torch
 from sklearn.utils._param_validation import Interval
 
 from ._exact import warn_if_not_positive_definite
@@ -134,51 +133,16 @@ class ArnoldiInfluence(MatrixFreeInfluence):
                 f"n_iter={self.n_iter} is below rank={self.rank}: Lanczos finds at "
                 "most n_iter eigenpairs. Use n_iter >= rank, or None."
             )
-        basis, tridiagonal = self._lanczos(n_iter)
-        ritz_values, ritz_vectors = torch.linalg.eigh(tridiagonal)
-        keep = ritz_values.abs().argsort(descending=True)[: self.rank]
-        self.eigenvalues_ = ritz_values[keep]
-        self.eigenvectors_ = basis.T @ ritz_vectors[:, keep]  # (p, rank)
+        values, vectors = self._ritz_pairs(n_iter)
+        keep = values.abs().argsort(descending=True)[: self.rank]
+        self.eigenvalues_ = values[keep]
+        self.eigenvectors_ = vectors[:, keep]  # (p, rank)
         warn_if_not_positive_definite(
             self.eigenvalues_,
             self.damping_,
             self.curvature,
             what="The kept eigenpairs of H + damping I",
         )
-
-    def _lanczos(self, n_iter):
-        """Orthonormal Krylov basis (n_iter, p) and the tridiagonal ``Q H Q^T``."""
-        generator = self._generator()
-        basis = self._random_vectors(n_iter, generator)  # rows; replaced in order
-        alpha = torch.zeros(n_iter, dtype=self.dtype_, device=self.device_)
-        beta = torch.zeros(max(n_iter - 1, 0), dtype=self.dtype_, device=self.device_)
-        q = basis[0] / basis[0].norm()
-        # below this residual norm the Krylov space is invariant: restart
-        breakdown = torch.finfo(self.dtype_).eps ** 0.5
-        for j in self._iterations(n_iter, "Lanczos"):
-            basis[j] = q
-            w = self._product(q[None], damped=False)[0]
-            alpha[j] = w @ q
-            for _ in range(2):  # full re-orthogonalization, twice is enough
-                w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-            if j + 1 == n_iter:
-                break
-            size = float(w.norm())
-            if size > breakdown * float(alpha[: j + 1].abs().max()):
-                beta[j] = size
-                q = w / size
-            else:
-                q = self._orthogonal_to(basis[: j + 1], basis[j + 1])
-        tridiagonal = (
-            torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
-        ).to(torch.float64)
-        return basis.to(torch.float64), tridiagonal
-
-    @staticmethod
-    def _orthogonal_to(basis, v):
-        for _ in range(2):
-            v = v - basis.T @ (basis @ v)
-        return v / v.norm()
 
     def _apply_inverse(self, G):
         U = self.eigenvectors_.to(G.dtype)

@@ -4,7 +4,8 @@
 never form ``H``: they multiply blocks of vectors by it. This module holds the
 rest they have in common: the ``damping="auto"`` heuristic, random probes, a
 Hutchinson estimate of the curvature's diagonal (hence of its trace) and a
-power iteration for its largest eigenvalue.
+power iteration for its largest eigenvalue, and Lanczos for its dominant
+eigenpairs.
 """
 
 from numbers import Real
@@ -115,3 +116,46 @@ class MatrixFreeInfluence(BaseInfluence):
             # ||A v|| for a unit v: at most, and converging to, the largest |eigenvalue|
             estimate = float(v.norm())
         return estimate
+
+    def _ritz_pairs(self, n_iter):
+        """Ritz values (n_iter,) and vectors (p, n_iter) of ``H``, float64.
+
+        From ``n_iter`` Lanczos steps; the extreme ones converge first.
+        """
+        basis, tridiagonal = self._lanczos(n_iter)
+        values, vectors = torch.linalg.eigh(tridiagonal)
+        return values, basis.T @ vectors
+
+    def _lanczos(self, n_iter):
+        """Orthonormal Krylov basis (n_iter, p) and the tridiagonal ``Q H Q^T``."""
+        generator = self._generator()
+        basis = self._random_vectors(n_iter, generator)  # rows; replaced in order
+        alpha = torch.zeros(n_iter, dtype=self.dtype_, device=self.device_)
+        beta = torch.zeros(max(n_iter - 1, 0), dtype=self.dtype_, device=self.device_)
+        q = basis[0] / basis[0].norm()
+        # below this residual norm the Krylov space is invariant: restart
+        breakdown = torch.finfo(self.dtype_).eps ** 0.5
+        for j in self._iterations(n_iter, "Lanczos"):
+            basis[j] = q
+            w = self._product(q[None], damped=False)[0]
+            alpha[j] = w @ q
+            for _ in range(2):  # full re-orthogonalization, twice is enough
+                w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+            if j + 1 == n_iter:
+                break
+            size = float(w.norm())
+            if size > breakdown * float(alpha[: j + 1].abs().max()):
+                beta[j] = size
+                q = w / size
+            else:
+                q = self._orthogonal_to(basis[: j + 1], basis[j + 1])
+        tridiagonal = (
+            torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
+        ).to(torch.float64)
+        return basis.to(torch.float64), tridiagonal
+
+    @staticmethod
+    def _orthogonal_to(basis, v):
+        for _ in range(2):
+            v = v - basis.T @ (basis @ v)
+        return v / v.norm()
