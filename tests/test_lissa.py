@@ -26,7 +26,7 @@ def test_full_batch_series_matches_exact(case, curvature):
     lissa = LiSSAInfluence(
         damping=DAMPING,
         curvature=curvature,
-        depth=100,
+        depth=160,
         hessian_batch_size=None,
         dtype="float64",
         random_state=0,
