@@ -172,9 +172,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
         for _ in range(self.repeats):
             V = G.clone()  # (m, p)
             for step in self._iterations(self.depth, "LiSSA"):
-                V = G + V - self._product(V, rows=self._step_rows(generator)) / (
-                    self.scale_
-                )
+                rows = self._step_rows(generator)
+                V = G + V - self._product(V, rows=rows) / self.scale_
                 self._check_divergence(V, g_norm, step)
                 if step >= first_averaged:
                     total += V
