@@ -3,9 +3,8 @@
 :class:`CGInfluence`, :class:`LiSSAInfluence` and :class:`ArnoldiInfluence`
 never form ``H``: they multiply blocks of vectors by it. This module holds the
 rest they have in common: the ``damping="auto"`` heuristic, random probes, a
-Hutchinson estimate of the curvature's diagonal (hence of its trace) and a
-power iteration for its largest eigenvalue, and Lanczos for its dominant
-eigenpairs.
+Hutchinson estimate of the curvature's trace, a power iteration for its
+largest eigenvalue, and Lanczos for its dominant eigenpairs.
 """
 
 from numbers import Real
@@ -19,7 +18,7 @@ from .._base import BaseInfluence
 
 #: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
 AUTO_DAMPING_FRACTION = 0.1
-#: Rademacher probes of the Hutchinson diagonal (and trace) estimate
+#: Rademacher probes of the Hutchinson trace estimate
 HUTCHINSON_PROBES = 32
 #: power iterations for the largest eigenvalue
 POWER_ITERATIONS = 30
@@ -43,7 +42,6 @@ class MatrixFreeInfluence(BaseInfluence):
     def _fit_curvature(self):
         self._random = check_random_state(self.random_state)
         self._curvature_rows = self._choose_curvature_rows()
-        self._diagonal = None
         self.damping_ = self._resolve_damping()
         self._fit_operator()
 
@@ -81,22 +79,16 @@ class MatrixFreeInfluence(BaseInfluence):
     def _iterations(self, n, desc):
         return tqdm(range(n), desc=desc, leave=False) if self.verbose else range(n)
 
-    def _curvature_diagonal(self):
-        """Hutchinson estimate ``mean_z z * (z @ H)`` of ``diag(H)``, (p,).
-
-        Computed once per fit; its mean is the trace estimate ``trace(H) / p``.
-        """
-        if self._diagonal is None:
-            Z = self._random_vectors(
-                HUTCHINSON_PROBES, self._generator(), rademacher=True
-            )
-            self._diagonal = (Z * self._product(Z, damped=False)).mean(0)
-        return self._diagonal
+    def _mean_eigenvalue(self):
+        """Hutchinson estimate of ``trace(H) / p``: ``mean_z z^T H z / p``."""
+        Z = self._random_vectors(HUTCHINSON_PROBES, self._generator(), rademacher=True)
+        quadratic_forms = (Z * self._product(Z, damped=False)).sum(1)  # (probes,)
+        return float(quadratic_forms.mean()) / self.n_params_
 
     def _resolve_damping(self):
         if self.damping != "auto":
             return float(self.damping)
-        mean_eigenvalue = float(self._curvature_diagonal().mean())
+        mean_eigenvalue = self._mean_eigenvalue()
         if not mean_eigenvalue > 0:
             raise ValueError(
                 f"damping='auto' needs a positive mean curvature eigenvalue, but the "
