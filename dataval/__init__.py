@@ -4,7 +4,7 @@ Influence functions and data valuation for scikit-learn, skorch and torch
 models, with a scikit-learn API.
 """
 
-from . import metrics, text
+from . import filters, metrics, text
 from ._config import config_context, get_config, set_config
 from ._estimators._arnoldi import ArnoldiInfluence
 from ._estimators._cg import CGInfluence
@@ -14,6 +14,8 @@ from ._estimators._kfac import KFACInfluence
 from ._estimators._lissa import LiSSAInfluence
 from ._estimators._tracin import TracIn
 from ._estimators._trak import TRAKInfluence
+from ._filters._filtered import FilteredEstimator
+from ._filters._mislabel import MislabelFilter
 
 __version__ = "0.1.0.dev0"
 
@@ -22,11 +24,14 @@ __all__ = [
     "CGInfluence",
     "EKFACInfluence",
     "ExactInfluence",
+    "FilteredEstimator",
     "KFACInfluence",
     "LiSSAInfluence",
+    "MislabelFilter",
     "TRAKInfluence",
     "TracIn",
     "config_context",
+    "filters",
     "get_config",
     "metrics",
     "set_config",

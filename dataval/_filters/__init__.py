@@ -1,0 +1,1 @@
+"""Finding and removing mislabeled rows (public as :mod:`dataval.filters`)."""
