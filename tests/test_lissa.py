@@ -48,11 +48,19 @@ def test_mini_batch_series_is_reproducible_and_close():
     assert mean_row_pearson(first, exact_scores(case, damping=DAMPING)) > 0.95
 
 
-def test_too_small_scale_raises_instead_of_nan():
-    case = CASES[0]
-    lissa = LiSSAInfluence(damping=DAMPING, scale=0.05, depth=500, random_state=0)
-    with pytest.raises(FloatingPointError, match="scale=0.05.*damping=0.5"):
-        fit_scores(lissa, case)
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"scale": 0.05, "damping": DAMPING}, "scale=0.05.*damping=0.5"),
+        # the torch case's smallest Hessian eigenvalue is about -0.07
+        ({"damping": 0.0}, "negative eigenvalues.*damping=0"),
+    ],
+    ids=["scale-too-small", "negative-eigenvalues"],
+)
+def test_divergence_raises_instead_of_nan(params, message):
+    lissa = LiSSAInfluence(depth=500, random_state=0, **params)
+    with pytest.raises(FloatingPointError, match=message):
+        fit_scores(lissa, CASES[0])
 
 
 def test_damping_auto_and_value_use_the_same_map():
