@@ -33,6 +33,29 @@ def test_full_rank_matches_exact(case, curvature):
     assert_close(fit_scores(arnoldi, case), reference, rtol=1e-7)
 
 
+@pytest.mark.parametrize("complement", ["ignore", "damping"])
+def test_low_rank_matches_the_truncated_dense_inverse(complement):
+    case = CASES[1]
+    model, X, y = build(case)
+    damping, rank = case["damping"], 6
+    exact = ExactInfluence(damping=damping).fit(model, X, y)
+    eigenvalues = exact.eigenvalues_.clone()
+    dropped = eigenvalues.abs().argsort(descending=True)[rank:]
+    # the dense inverse with the dropped eigenvalues at inf (ignored) or 0
+    eigenvalues[dropped] = torch.inf if complement == "ignore" else 0.0
+    exact.eigenvalues_ = eigenvalues
+    arnoldi = ArnoldiInfluence(
+        rank=rank,
+        complement=complement,
+        damping=damping,
+        dtype="float64",
+        random_state=0,
+    )
+    assert_close(
+        fit_scores(arnoldi, case), exact.score(X[:5], y[:5]).to_numpy(), rtol=1e-6
+    )
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_top_eigenpairs_match_the_dense_ones(case):
     model, X, y = build(case)
@@ -56,7 +79,11 @@ def test_warns_on_negative_eigenvalues():
 
 @pytest.mark.parametrize(
     "params, message",
-    [({"rank": 10_000}, "rank=10000 exceeds"), ({"rank": 8, "n_iter": 4}, "n_iter=4")],
+    [
+        ({"rank": 10_000}, "rank=10000 exceeds"),
+        ({"rank": 8, "n_iter": 4}, "n_iter=4"),
+        ({"complement": "damping", "damping": 0.0}, "complement='damping'"),
+    ],
 )
 def test_rank_and_n_iter_must_fit_the_model(params, message):
     model, X, y = build(CASES[0])
@@ -72,7 +99,8 @@ def test_model_unchanged(case):
 @pytest.mark.parametrize(
     "estimator, name",
     bad_parameter_cases(
-        ArnoldiInfluence, {"rank": 0, "n_iter": 0, "damping": None, "curvature": "x"}
+        ArnoldiInfluence,
+        {"rank": 0, "n_iter": 0, "damping": None, "curvature": "x", "complement": 1},
     ),
 )
 def test_bad_parameters(estimator, name):

@@ -2,7 +2,7 @@
 
 from numbers import Integral
 
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._exact import warn_if_not_positive_definite
 from ._matrix_free import MatrixFreeInfluence
@@ -17,16 +17,25 @@ class ArnoldiInfluence(MatrixFreeInfluence):
     re-orthogonalization. Then ``(H + damping I)^{-1}`` is replaced by
     ``U diag(1 / (eigenvalues + damping)) U^T``.
 
-    The complement of the eigenspace is ignored: a gradient's part orthogonal
-    to the ``rank`` eigenvectors contributes nothing. Those are the directions
-    of small curvature, which the exact inverse amplifies most, so the
-    projected influence is a low-rank (and low-variance) stand-in, not a
-    converging approximation, until ``rank`` approaches ``p``.
+    By default the complement of the eigenspace is ignored: a gradient's part
+    orthogonal to the ``rank`` eigenvectors contributes nothing. Those are the
+    directions of small curvature, which the exact inverse amplifies most, so
+    the projected influence is a low-rank stand-in, not a converging
+    approximation, until ``rank`` approaches ``p``. ``complement="damping"``
+    treats the complement's eigenvalues as zero instead (weight
+    ``1 / damping``), which is close to exact when they are small next to the
+    damping: on a digits MLP (p = 2410, damping 1e-3, rank 241) the mean
+    correlation with the exact influence goes from 0.994 to 0.9999.
 
     Parameters
     ----------
     rank : int, default=50
         Eigenpairs kept (at most the number of parameters).
+    complement : {"ignore", "damping"}, default="ignore"
+        What the directions outside the kept eigenvectors contribute:
+        nothing, or the gradient's component there divided by ``damping``
+        (as if their eigenvalues were 0). ``"damping"`` overweights them when
+        the damping is small next to the ``rank``-th eigenvalue.
     n_iter : int, default=None
         Lanczos steps (size of the Krylov subspace), each one full-batch
         curvature product. ``None`` uses ``min(p, 2 * rank + 20)``; more steps
@@ -93,12 +102,14 @@ class ArnoldiInfluence(MatrixFreeInfluence):
     _parameter_constraints = {
         **MatrixFreeInfluence._parameter_constraints,
         "rank": [Interval(Integral, 1, None, closed="left")],
+        "complement": [StrOptions({"ignore", "damping"})],
         "n_iter": [None, Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(
         self,
         rank=50,
+        complement="ignore",
         n_iter=None,
         damping=1e-3,
         curvature="hessian",
@@ -110,6 +121,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         verbose=0,
     ):
         self.rank = rank
+        self.complement = complement
         self.n_iter = n_iter
         self.damping = damping
         self.curvature = curvature
@@ -126,6 +138,12 @@ class ArnoldiInfluence(MatrixFreeInfluence):
             raise ValueError(
                 f"rank={self.rank} exceeds the model's {p} trainable parameters; "
                 f"use a rank of at most {p}."
+            )
+        if self.complement == "damping" and not self.damping_ > 0:
+            raise ValueError(
+                "complement='damping' divides the complement by the damping, which "
+                f"is {self.damping_:g}; use a positive damping or "
+                "complement='ignore'."
             )
         n_iter = min(p, self.n_iter or 2 * self.rank + 20)
         if n_iter < self.rank:
@@ -147,4 +165,8 @@ class ArnoldiInfluence(MatrixFreeInfluence):
     def _apply_inverse(self, G):
         U = self.eigenvectors_.to(G.dtype)
         damped = (self.eigenvalues_ + self.damping_).to(G.dtype)
-        return ((G @ U) / damped) @ U.T
+        projected = G @ U  # (m, rank)
+        inverse = (projected / damped) @ U.T
+        if self.complement == "damping":
+            inverse += (G - projected @ U.T) / self.damping_
+        return inverse
