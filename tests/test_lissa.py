@@ -15,6 +15,7 @@ from iterative_cases import (
 )
 
 from dataval import ExactInfluence, LiSSAInfluence
+from dataval.exceptions import ConvergenceWarning
 
 # a damping this large makes the series converge in ~100 steps on every case
 DAMPING = 0.5
@@ -72,6 +73,12 @@ def test_damping_auto_and_value_use_the_same_map():
     assert_close(
         lissa.value(X[:4], y[:4]), lissa.score(X[:4], y[:4]).mean(axis=0), 1e-5
     )
+
+
+def test_warns_when_depth_is_too_short():
+    model, X, y = build(CASES[0])
+    with pytest.warns(ConvergenceWarning, match="depth=10 is short.*damping=0.5"):
+        LiSSAInfluence(damping=DAMPING, depth=10, random_state=0).fit(model, X, y)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

@@ -178,9 +178,8 @@ class CGInfluence(MatrixFreeInfluence):
         X = torch.zeros_like(G)
         R = G.clone()
         g_norm = G.norm(dim=1)
-        residual = torch.zeros_like(g_norm)
-        residual[g_norm > 0] = 1.0
-        active = g_norm > 0
+        active = g_norm > 0  # a zero gradient is solved by x = 0
+        residual = active.to(G.dtype)  # relative residual ||r|| / ||g||
         rejected = torch.zeros_like(active)
         Z = self._precondition(R)
         P = Z.clone()

@@ -1,10 +1,13 @@
 """Influence by LiSSA: a stochastic Neumann series for the inverse curvature."""
 
+import math
+import warnings
 from numbers import Integral, Real
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..exceptions import ConvergenceWarning
 from ._matrix_free import MatrixFreeInfluence
 
 #: ``scale="auto"`` is this multiple of the largest eigenvalue of H + damping I
@@ -87,6 +90,12 @@ class LiSSAInfluence(MatrixFreeInfluence):
     device_ : torch.device
         Where the estimator computes.
 
+    Warns
+    -----
+    ConvergenceWarning
+        At fit, when ``depth < 6 * scale_ / damping_``: the directions of
+        near-zero curvature, which dominate influence, would not converge.
+
     Raises
     ------
     FloatingPointError
@@ -106,7 +115,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
     >>> from dataval import LiSSAInfluence
     >>> X, y = load_iris(return_X_y=True)
     >>> clf = LogisticRegression(max_iter=1000).fit(X, y)
-    >>> inf = LiSSAInfluence(damping=0.1, depth=200, random_state=0).fit(clf, X, y)
+    >>> inf = LiSSAInfluence(damping=1.0, depth=100, random_state=0).fit(clf, X, y)
     >>> inf.score(X[:3], y[:3]).shape
     (3, 150)
     """
@@ -155,6 +164,22 @@ class LiSSAInfluence(MatrixFreeInfluence):
         else:
             self.scale_ = float(self.scale)
         self._seed = int(self._random.randint(2**31 - 1))
+        self._warn_if_shallow()
+
+    def _warn_if_shallow(self):
+        # the tail average starts at depth / 2; a direction of curvature c has
+        # then shrunk by (1 - (c + damping) / scale)^(depth / 2), at most
+        # exp(-3) when depth >= 6 scale / damping
+        needed = 6 * self.scale_ / self.damping_ if self.damping_ > 0 else math.inf
+        if self.depth < needed:
+            warnings.warn(
+                f"depth={self.depth} is short for scale={self.scale_:.3g} and "
+                f"damping={self.damping_:g}: directions of near-zero curvature "
+                "converge as (1 - damping / scale)^step, which needs depth >= "
+                f"6 * scale / damping = {needed:.0f}. Increase depth or damping.",
+                ConvergenceWarning,
+                stacklevel=5,
+            )
 
     def _step_rows(self, generator):
         """``(X, y)`` of one step's mini-batch, or ``None`` for all rows."""

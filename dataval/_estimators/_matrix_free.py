@@ -7,6 +7,7 @@ Hutchinson estimate of the curvature's trace, a power iteration for its
 largest eigenvalue, and Lanczos for its dominant eigenpairs.
 """
 
+from abc import abstractmethod
 from numbers import Real
 
 import torch
@@ -45,9 +46,9 @@ class MatrixFreeInfluence(BaseInfluence):
         self.damping_ = self._resolve_damping()
         self._fit_operator()
 
+    @abstractmethod
     def _fit_operator(self):
         """Learn what ``_apply_inverse`` needs, once ``damping_`` is known."""
-        raise NotImplementedError
 
     def _choose_curvature_rows(self):
         """``(X, y)`` whose mean curvature the products use; ``None``: all rows."""
