@@ -119,6 +119,16 @@ def select_layers(module, names=None):
     return [Layer(name, modules[name]) for name in supported if name in names]
 
 
+def _recorder(calls):
+    def hook(module, inputs, output):
+        calls.append((inputs[0].detach(), output))
+        # the rest of the network gets a copy: an in-place operation after the
+        # layer (ReLU(inplace=True)) must not overwrite the recorded output
+        return output.clone()
+
+    return hook
+
+
 @contextmanager
 def _recording(layers):
     # {name: [(input, output), ...]}: one entry per call (shared layers: several)
@@ -126,14 +136,8 @@ def _recording(layers):
     handles = []
     try:
         for layer in layers:
-            calls = records[layer.name]
-            handles.append(
-                layer.module.register_forward_hook(
-                    lambda module, inputs, output, calls=calls: calls.append(
-                        (inputs[0].detach(), output)
-                    )
-                )
-            )
+            hook = _recorder(records[layer.name])
+            handles.append(layer.module.register_forward_hook(hook))
         yield records
     finally:
         for handle in handles:

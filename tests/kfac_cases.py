@@ -45,6 +45,14 @@ CASES = [
         y=lambda n: _classes(n, 3),
     ),
     dict(
+        id="inplace_relu",
+        module=lambda: nn.Sequential(
+            nn.Linear(4, 6), nn.ReLU(inplace=True), nn.Linear(6, 3)
+        ),
+        X=lambda n: torch.randn(n, 4),
+        y=lambda n: _classes(n, 3),
+    ),
+    dict(
         id="no_bias",
         module=lambda: nn.Sequential(
             nn.Linear(4, 5, bias=False), nn.Tanh(), nn.Linear(5, 3)

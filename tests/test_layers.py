@@ -35,14 +35,18 @@ def _hook_state(module):
     ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_per_sample_gradients_match_autograd(case):
+def _signals(case):
+    """``(fm, layers, X, y, signals)`` with the loss gradients at the labels."""
     module, X, y = build(case)
     fm = _functional(module, X, y)
     layers = select_layers(module)
-    signals = capture(
-        fm, layers, X, output_vectors("empirical", fm.adapted.loss, y, None)
-    )
+    vectors = output_vectors("empirical", fm.adapted.loss, y, None)
+    return fm, layers, X, y, capture(fm, layers, X, vectors)
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_per_sample_gradients_match_autograd(case):
+    fm, layers, X, y, signals = _signals(case)
     ours = torch.cat([per_sample_gradients(a, g[0]) for a, g in signals.values()], 1)
     expected = to_layer_order(fm, layers, fm.per_sample_grads(X, y))
     torch.testing.assert_close(ours, expected)
@@ -50,12 +54,7 @@ def test_per_sample_gradients_match_autograd(case):
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_pair_scores_paths_agree(case):
-    module, X, y = build(case)
-    fm = _functional(module, X, y)
-    layers = select_layers(module)
-    signals = capture(
-        fm, layers, X, output_vectors("empirical", fm.adapted.loss, y, None)
-    )
+    _, layers, X, _, signals = _signals(case)
     torch.manual_seed(1)
     for layer, (a, g) in zip(layers, signals.values()):
         g = g[0]

@@ -32,24 +32,8 @@ class EKFACInfluence(KFACInfluence):
         ``lambda`` added to each layer's eigenvalues; ``"auto"`` is 0.1 times
         the layer's mean corrected eigenvalue. The model's L2 term is added
         on top (see ``damping_``).
-    fisher : {"true", "empirical", "ggn"}, default="true"
+    fisher, layers, query_rank, loss, batch_size, device, dtype, random_state, verbose
         As in :class:`KFACInfluence`.
-    layers : list of str, default=None
-        As in :class:`KFACInfluence`.
-    query_rank : int, default=None
-        As in :class:`KFACInfluence`.
-    loss : "auto" or callable, default="auto"
-        As in :class:`ExactInfluence`.
-    batch_size : int, default=256
-        Rows per forward and backward pass.
-    device : "auto", str or torch.device, default="auto"
-        Where to compute; ``"auto"`` picks CUDA when available.
-    dtype : None, str or torch.dtype, default=None
-        Floating dtype; ``None`` means float32.
-    random_state : int, RandomState instance or None, default=None
-        Seed of the targets sampled by ``fisher="true"``.
-    verbose : int, default=0
-        Show progress bars when positive.
 
     Attributes
     ----------
