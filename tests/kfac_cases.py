@@ -140,3 +140,8 @@ def kronecker_curvature(estimator, damped=True):
             eigenvalues = eigenvalues + estimator.damping_[name]
         blocks.append(Q @ torch.diag(eigenvalues) @ Q.T)
     return torch.block_diag(*blocks)
+
+
+def case(name):
+    """The case with id ``name``."""
+    return next(c for c in CASES if c["id"] == name)

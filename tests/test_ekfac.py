@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from kfac_cases import CASES, build, ids, to_layer_order
+from kfac_cases import CASES, build, case, ids, to_layer_order
 
 from dataval import EKFACInfluence, ExactInfluence, KFACInfluence
 from dataval._base import BaseInfluence
@@ -33,7 +33,7 @@ def test_eigenvalues_are_the_ggn_diagonal_in_the_kronecker_basis(case):
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_second_pass_when_signals_do_not_fit(keep, monkeypatch):
-    module, X, y = build(CASES[3], n=10)
+    module, X, y = build(case("conv"), n=10)
     reference = EKFACInfluence(fisher="ggn", dtype="float64").fit(module, X, y)
     if not keep:
         monkeypatch.setattr("dataval._estimators._kfac._WORKING_MEMORY", 0)
@@ -44,7 +44,7 @@ def test_second_pass_when_signals_do_not_fit(keep, monkeypatch):
 
 
 def test_same_eigenbases_as_kfac():
-    module, X, y = build(CASES[0], n=30)
+    module, X, y = build(case("mlp"), n=30)
     kfac = KFACInfluence(fisher="ggn", dtype="float64").fit(module, X, y)
     ekfac = EKFACInfluence(fisher="ggn", dtype="float64").fit(module, X, y)
     assert issubclass(EKFACInfluence, KFACInfluence)

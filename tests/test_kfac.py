@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from kfac_cases import CASES, build, ids, kronecker_curvature, to_layer_order
+from kfac_cases import (
+    CASES,
+    Normed,
+    build,
+    case,
+    ids,
+    kronecker_curvature,
+    to_layer_order,
+)
 from sklearn.neural_network import MLPClassifier
 from torch import nn
 
@@ -93,7 +101,7 @@ def test_scores_are_the_equation_with_the_kronecker_curvature(case, estimator):
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_correlates_with_exact_ggn_on_a_small_mlp(estimator):
-    module, X, y = build(CASES[0], n=80)
+    module, X, y = build(case("mlp"), n=80)
     exact = ExactInfluence(damping=0.05, curvature="ggn").fit(module, X, y)
     est = estimator(damping=0.05, dtype="float64", random_state=0).fit(module, X, y)
     corr = _mean_row_pearson(est.score(X[:5], y[:5]), exact.score(X[:5], y[:5]))
@@ -101,7 +109,7 @@ def test_correlates_with_exact_ggn_on_a_small_mlp(estimator):
 
 
 def test_low_rank_queries_approximate():
-    module, X, y = build(CASES[0], n=40)
+    module, X, y = build(case("mlp"), n=40)
     est = EKFACInfluence(dtype="float64", random_state=0).fit(module, X, y)
     full = est.score(X[:4], y[:4])
     rank1 = est.set_params(query_rank=1).score(X[:4], y[:4])
@@ -150,10 +158,7 @@ def test_skorch_net():
 
 
 def test_layers_subset_and_other_parameters_left_out():
-    module = build(CASES[0])[0]
-    _, X, y = build(CASES[0])
-    from kfac_cases import Normed
-
+    _, X, y = build(case("mlp"))
     torch.manual_seed(0)
     module = Normed().double()
     est = KFACInfluence(layers=["out"], random_state=0).fit(module, X, y)
@@ -164,7 +169,7 @@ def test_layers_subset_and_other_parameters_left_out():
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_model_unchanged(estimator):
-    module, X, y = build(CASES[3])
+    module, X, y = build(case("conv"))
     module.train()
     module[0].bias.requires_grad_(False)
     state = copy.deepcopy(module.state_dict())
@@ -181,7 +186,7 @@ def test_model_unchanged(estimator):
 
 
 def test_fisher_true_is_seeded():
-    module, X, y = build(CASES[0], n=30)
+    module, X, y = build(case("mlp"), n=30)
     first = KFACInfluence(random_state=3).fit(module, X, y).eigenvalues_["0"]
     again = KFACInfluence(random_state=3).fit(module, X, y).eigenvalues_["0"]
     other = KFACInfluence(random_state=4).fit(module, X, y).eigenvalues_["0"]
@@ -205,13 +210,13 @@ BAD_PARAMS = [
 
 @pytest.mark.parametrize(("params", "message"), BAD_PARAMS)
 def test_bad_input(params, message):
-    module, X, y = build(CASES[2])
+    module, X, y = build(case("sequence"))
     with pytest.raises(ValueError, match=message):
         KFACInfluence(**params).fit(module, X, y)
 
 
 def test_callable_loss_with_ggn_fisher():
-    module, X, y = build(CASES[2])
+    module, X, y = build(case("sequence"))
     est = KFACInfluence(fisher="ggn", loss=_per_row_loss, dtype="float64")
     auto = KFACInfluence(fisher="ggn", dtype="float64")
     torch.testing.assert_close(
