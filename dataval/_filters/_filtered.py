@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.utils import _safe_indexing, get_tags
-from sklearn.utils._param_validation import HasMethods, validate_parameter_constraints
+from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -108,11 +108,7 @@ class FilteredEstimator(MetaEstimatorMixin, BaseEstimator):
         -------
         self : FilteredEstimator
         """
-        validate_parameter_constraints(
-            self._parameter_constraints,
-            self.get_params(deep=False),
-            caller_name=type(self).__name__,
-        )
+        self._validate_params()
         X_checked, y_checked = validate_data(self, X, y, dtype=None)
         if is_classifier(self.estimator):
             check_classification_targets(y_checked)
