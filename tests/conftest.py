@@ -7,6 +7,10 @@ import torch
 from sklearn.datasets import load_iris, make_regression
 from sklearn.preprocessing import StandardScaler
 
+# The test models are tiny: thread start-up costs more than it saves, and on a
+# shared 2-core machine two threads per process oversubscribe (3-4x slower).
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def iris():
