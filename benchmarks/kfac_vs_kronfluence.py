@@ -18,7 +18,9 @@ environment without touching torch::
 kronfluence wraps the model's modules and freezes its parameters
 (``prepare_model``), so it gets a deep copy; its scores are compared by
 correlation only (its convention has no ``1/n``). Both use the true Fisher
-(sampled labels) and the summed cross-entropy of a row as its loss.
+(sampled labels) and the summed cross-entropy of a row as its loss; the row
+"dataval EK-FAC ggn" shows ``fisher="ggn"`` (the exact expectation over the
+labels, one backward pass per class) for reference.
 
 Usage::
 
@@ -171,6 +173,9 @@ def main():
     estimators = {
         "dataval EK-FAC": lambda: EKFACInfluence(
             damping=args.damping, batch_size=args.batch_size, random_state=args.seed
+        ),
+        "dataval EK-FAC ggn": lambda: EKFACInfluence(
+            damping=args.damping, fisher="ggn", batch_size=args.batch_size
         ),
         "dataval K-FAC": lambda: KFACInfluence(
             damping=args.damping, batch_size=args.batch_size, random_state=args.seed
