@@ -16,6 +16,7 @@ from ._estimators._tracin import TracIn
 from ._estimators._trak import TRAKInfluence
 from ._filters._filtered import FilteredEstimator
 from ._filters._mislabel import MislabelFilter
+from ._persistence import load, save
 
 __version__ = "0.1.0.dev0"
 
@@ -33,7 +34,9 @@ __all__ = [
     "config_context",
     "filters",
     "get_config",
+    "load",
     "metrics",
+    "save",
     "set_config",
     "text",
 ]

@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 from ._adapters import adapt_model
 from ._config import get_config
 from ._functional import FunctionalModel
+from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
 from ._validation import check_X_y, resolve_device, resolve_dtype
 
-# bytes of preconditioned test gradients (or cached training gradients) held at once
+# bytes of training gradients cached from one test chunk to the next
 _WORKING_MEMORY = 512 * 2**20
 
 
@@ -49,12 +50,23 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         "device": [str, torch.device],
         "dtype": [None, str, torch.dtype],
         "verbose": ["verbose"],
+        "n_jobs": [
+            None,
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
     }
 
     #: dtype of gradients and solves when ``dtype=None``
     _default_dtype = torch.float32
     #: whether the pair score carries the ``1/n`` of the influence equation
     _per_training_point = True
+    #: the training rows this object scores; parallel workers get a slice
+    _training_rows = slice(None)
+    #: attributes set by ``_fit_curvature`` that ``dataval.save`` writes and
+    #: ``dataval.load`` restores (tensors, numbers, containers of them); when
+    #: empty, ``load`` runs ``_fit_curvature`` again
+    _saved_state = ()
 
     # ------------------------------------------------------------------ fitting
     def fit(self, model, X, y):
@@ -75,6 +87,12 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         self : object
             The fitted estimator.
         """
+        self._fit_model(model, X, y)
+        self._fit_curvature()
+        return self
+
+    def _fit_model(self, model, X, y):
+        """Everything ``fit`` does before ``_fit_curvature``: cheap, no pass over X."""
         validate_parameter_constraints(
             self._parameter_constraints,
             self.get_params(deep=False),
@@ -82,18 +100,18 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         )
         index = check_X_y(X, y)
         device = resolve_device(self.device)
-        dtype = resolve_dtype(self.dtype, self._default_dtype)
+        # gradient passes run in the requested dtype; curvature, solves, stored
+        # gradients and scores in at least float32 (mixed precision for 16-bit)
+        grad_dtype = resolve_dtype(self.dtype, self._default_dtype)
         adapted = adapt_model(model, self.loss, X, y)
         X_t, y_t = adapted.prepare_X(X), adapted.prepare_y(y)
-        self.model_ = FunctionalModel(adapted, device, dtype)
+        self.model_ = FunctionalModel(adapted, device, grad_dtype)
         self.device_ = device
-        self.dtype_ = dtype
+        self.dtype_ = torch.promote_types(grad_dtype, torch.float32)
         self.n_train_ = len(X_t)
         self.n_params_ = self.model_.n_params
         self.train_index_ = pd.Index(index).rename("train")
         self._X_train, self._y_train = X_t, y_t
-        self._fit_curvature()
-        return self
 
     @abstractmethod
     def _fit_curvature(self):
@@ -126,8 +144,8 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
 
     # ------------------------------------------------------------- gradients
     def _gradients(self, X, y):
-        """Per-sample loss gradients (b, p) of a prepared batch."""
-        return self.model_.per_sample_grads(X, y)
+        """Per-sample loss gradients (b, p) of a prepared batch, in ``dtype_``."""
+        return self.model_.per_sample_grads(X, y).to(self.dtype_)
 
     def _layers(self):
         """``[(layer name, slice of p)]``: the blocks ``by_layer`` reports."""
@@ -146,17 +164,22 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             yield start, X_b, y_b
 
     def _training_gradients(self, store=None):
-        """Yield ``(start, G)`` over the training set.
+        """Yield ``(start, G)`` over the training rows this object scores.
 
         ``store`` (a list owned by the caller) keeps the gradients after the
         first pass when they fit in working memory, for the next test chunk.
+        ``start`` counts from the first of ``_training_rows`` (all rows, except
+        in a parallel worker).
         """
         if store:
             yield from store
             return
         fits = self._training_bytes() <= _WORKING_MEMORY
         keep = [] if store is not None and fits else None
-        for start, X_b, y_b in self._batches(self._X_train, self._y_train, "train"):
+        rows = self._training_rows
+        for start, X_b, y_b in self._batches(
+            self._X_train[rows], self._y_train[rows], "train"
+        ):
             G = self._training_batch(X_b, y_b)
             if keep is not None:
                 keep.append((start, G))
@@ -191,15 +214,39 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         if X is None:
             X, y = self._X_train, self._y_train
         total = torch.zeros_like(V)
+        # the products run in the gradient passes' dtype, the sum in V's
+        V_model = V.to(self.model_.dtype)
         for _, X_b, y_b in self._batches(X, y, "curvature"):
-            total += self.model_.curvature_matvec(V, X_b, y_b, curvature)
+            total += self.model_.curvature_matvec(V_model, X_b, y_b, curvature)
         return total / len(X) + V * self.model_.l2
 
     def _vector_size(self):
         return self._layers()[-1][1].stop
 
     def _test_chunk_size(self):
-        return max(1, _WORKING_MEMORY // (self._vector_size() * self.dtype_.itemsize))
+        # per test row: its preconditioned gradient (p,) and, per worker, a
+        # float32 row of scores against a training batch plus top-k indices
+        row_bytes = self._vector_size() * self.dtype_.itemsize + 16 * self.batch_size
+        budget = get_config()["working_memory"] * 2**20
+        return max(1, int(budget // row_bytes))
+
+    def _shards(self):
+        """``[(start, estimator, store)]``: who scores which training rows.
+
+        Serially, the estimator itself scores every row. With ``n_jobs``,
+        each worker gets a copy that shares this one's tensors and scores one
+        contiguous slice (see ``_parallel``). ``store`` caches that slice's
+        training gradients from one test chunk to the next.
+        """
+        bounds = shard_bounds(self.n_train_, self.batch_size, self.n_jobs)
+        if len(bounds) == 1:
+            return [(0, self, [])]
+        shards = []
+        for start, stop in bounds:
+            worker = copy_sharing_tensors(self)
+            worker._training_rows = slice(start, stop)
+            shards.append((start, worker, []))
+        return shards
 
     def _queries(self, X, y):
         """Yield ``(start, Q)``: preconditioned test gradients, chunk by chunk."""
@@ -253,12 +300,12 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             groups.setdefault(name, []).append(sl)
         self._check_dense_size(len(X_t) * len(groups))
         out = np.empty((len(groups), len(X_t), self.n_train_), np.float32)
-        store = []
+        shards = self._shards()
         for t0, Q in self._queries(X_t, y_t):
-            for j0, G in self._training_gradients(store):
-                for g, slices in enumerate(groups.values()):
-                    block = sum(self._influence(Q, G, layer=sl) for sl in slices)
-                    out[g, t0 : t0 + len(Q), j0 : j0 + len(G)] = block.float().cpu()
+            for start, blocks in self._map_shards(shards, "_score_rows", Q, groups):
+                for j0, block in blocks:
+                    j0 += start
+                    out[:, t0 : t0 + len(Q), j0 : j0 + block.shape[2]] = block
         if not by_layer:
             return pd.DataFrame(out[0], index=index, columns=self.train_index_)
         rows = pd.MultiIndex.from_product(
@@ -267,6 +314,27 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         return pd.DataFrame(
             out.reshape(len(rows), -1), index=rows, columns=self.train_index_
         )
+
+    def _score_rows(self, store, Q, groups):
+        """``[(start, (n_groups, m, b) scores)]`` of ``Q`` against this object's rows."""
+        return [
+            (
+                j0,
+                torch.stack(
+                    [
+                        sum(self._influence(Q, G, layer=sl) for sl in slices)
+                        for slices in groups.values()
+                    ]
+                )
+                .float()
+                .cpu()
+                .numpy(),
+            )
+            for j0, G in self._training_gradients(store)
+        ]
+
+    def _map_shards(self, shards, method, *args):
+        return map_shards(shards, self.n_jobs, method, *args)
 
     def _check_dense_size(self, n_rows):
         budget = get_config()["max_score_memory"]
@@ -309,19 +377,15 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         sign = 1.0 if kind == "helpful" else -1.0
         values = np.empty((len(X_t), k), np.float32)
         positions = np.empty((len(X_t), k), np.int64)
-        store = []
+        shards = self._shards()
         for t0, Q in self._queries(X_t, y_t):
-            best = torch.empty(len(Q), 0, dtype=self.dtype_, device=self.device_)
-            best_at = torch.empty(len(Q), 0, dtype=torch.long, device=self.device_)
-            for j0, G in self._training_gradients(store):
-                block = sign * self._influence(Q, G)
-                at = torch.arange(j0, j0 + len(G), device=self.device_).expand_as(block)
-                best, chosen = torch.cat([best, block], 1).topk(
-                    min(k, best.shape[1] + block.shape[1]), dim=1
-                )
-                best_at = torch.cat([best_at, at], 1).gather(1, chosen)
-            values[t0 : t0 + len(Q)] = (sign * best).float().cpu().numpy()
-            positions[t0 : t0 + len(Q)] = best_at.cpu().numpy()
+            # each shard's own top k, then the best k of those
+            best = self._map_shards(shards, "_top_k_rows", Q, k, sign)
+            scores = torch.cat([scores for _, (scores, _) in best], 1)
+            at = torch.cat([j0 + at for j0, (_, at) in best], 1)
+            scores, chosen = scores.topk(k, dim=1)
+            values[t0 : t0 + len(Q)] = (sign * scores).numpy()
+            positions[t0 : t0 + len(Q)] = at.gather(1, chosen).numpy()
         return pd.DataFrame(
             {
                 "test": np.repeat(index.to_numpy(), k),
@@ -330,6 +394,19 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
                 "influence": values.ravel(),
             }
         )
+
+    def _top_k_rows(self, store, Q, k, sign):
+        """``sign * scores`` (m, <=k) of the best rows here, and their positions."""
+        best = torch.empty(len(Q), 0, dtype=self.dtype_, device=self.device_)
+        best_at = torch.empty(len(Q), 0, dtype=torch.long, device=self.device_)
+        for j0, G in self._training_gradients(store):
+            block = sign * self._influence(Q, G)
+            at = torch.arange(j0, j0 + len(G), device=self.device_).expand_as(block)
+            best, chosen = torch.cat([best, block], 1).topk(
+                min(k, best.shape[1] + block.shape[1]), dim=1
+            )
+            best_at = torch.cat([best_at, at], 1).gather(1, chosen)
+        return best.cpu(), best_at.cpu()
 
     def value(self, X_val, y_val):
         """Influence of each training row on the mean loss over a validation set.
@@ -348,10 +425,21 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             g = self._gradients(X_b, y_b).sum(0)
             total = g if total is None else total + g
         q = self._apply_inverse((total / len(X_t))[None])
-        values = np.empty(self.n_train_, np.float32)
-        for j0, G in self._training_gradients():
-            values[j0 : j0 + len(G)] = self._influence(q, G)[0].float().cpu().numpy()
-        return pd.Series(values, index=self.train_index_, name="value")
+        return self._training_series("_value_rows", "value", q)
+
+    def _value_rows(self, store, q):
+        return np.concatenate(
+            [
+                self._influence(q, G)[0].float().cpu().numpy()
+                for _, G in self._training_gradients(store)
+            ]
+        )
+
+    def _training_series(self, method, name, *args):
+        """A Series over the training rows gathered from ``method`` on each shard."""
+        shards = [(start, worker, None) for start, worker, _ in self._shards()]
+        values = np.concatenate([v for _, v in self._map_shards(shards, method, *args)])
+        return pd.Series(values, index=self.train_index_, name=name)
 
     def self_influence(self):
         """``(1/n) g_j^T (H + damping I)^{-1} g_j`` for every training row.
@@ -364,13 +452,18 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         self_influence : Series indexed by ``train``, float32
         """
         check_is_fitted(self)
-        values = np.empty(self.n_train_, np.float32)
-        for j0, G in self._training_gradients():
-            Q = self._apply_inverse(G)
-            values[j0 : j0 + len(G)] = (
-                self._influence(Q, G, diagonal=True).float().cpu().numpy()
-            )
-        return pd.Series(values, index=self.train_index_, name="self_influence")
+        return self._training_series("_self_influence_rows", "self_influence")
+
+    def _self_influence_rows(self, store):
+        return np.concatenate(
+            [
+                self._influence(self._apply_inverse(G), G, diagonal=True)
+                .float()
+                .cpu()
+                .numpy()
+                for _, G in self._training_gradients(store)
+            ]
+        )
 
 
 def dense_size_message(n_params, limit, name):

@@ -2,7 +2,7 @@
 
 from contextlib import contextmanager
 
-_CONFIG = {"max_score_memory": 2048}
+_CONFIG = {"max_score_memory": 2048, "working_memory": 512}
 
 
 def get_config():
@@ -13,6 +13,8 @@ def get_config():
     config : dict
         ``max_score_memory`` (int, MiB): the largest dense frame that
         :meth:`score` builds before it asks for ``top_k`` instead.
+        ``working_memory`` (int, MiB): what one streaming step holds at once:
+        a chunk of preconditioned test gradients with its score blocks.
 
     Examples
     --------
@@ -23,7 +25,7 @@ def get_config():
     return dict(_CONFIG)
 
 
-def set_config(max_score_memory=None):
+def set_config(max_score_memory=None, working_memory=None):
     """Set global dataval configuration.
 
     Parameters
@@ -32,6 +34,11 @@ def set_config(max_score_memory=None):
         Budget in MiB for the dense frame returned by ``score``. Larger
         requests raise an error that points to ``top_k`` and ``value``,
         which stream. ``None`` leaves the current value.
+    working_memory : int, default=None
+        Budget in MiB of one streaming step of ``score``, ``top_k``,
+        ``value`` and ``self_influence`` (per parallel worker). Smaller
+        budgets mean more, smaller chunks: same results, lower peak memory.
+        ``None`` leaves the current value.
 
     Examples
     --------
@@ -41,13 +48,15 @@ def set_config(max_score_memory=None):
     512
     >>> dataval.set_config(max_score_memory=2048)
     """
-    if max_score_memory is not None:
-        if not isinstance(max_score_memory, (int, float)) or max_score_memory <= 0:
-            raise ValueError(
-                "max_score_memory must be a positive number of MiB, got "
-                f"{max_score_memory!r}."
-            )
-        _CONFIG["max_score_memory"] = max_score_memory
+    for name, value in [
+        ("max_score_memory", max_score_memory),
+        ("working_memory", working_memory),
+    ]:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of MiB, got {value!r}.")
+        _CONFIG[name] = value
 
 
 @contextmanager

@@ -42,11 +42,19 @@ class ExactInfluence(BaseInfluence):
         Where to compute; ``"auto"`` picks CUDA when available. The user's
         model is never moved: copies of its parameters are.
     dtype : None, str or torch.dtype, default=None
-        Floating dtype of the computation; ``None`` means float64.
+        Floating dtype of the gradient passes (parameter copies, per-sample
+        gradients, curvature-vector products); ``None`` means float64.
+        ``"bfloat16"`` or ``"float16"`` run them in mixed precision: the
+        curvature, its solve and the scores are then float32.
     max_params : int, default=20000
         Refuse models with more trainable parameters than this.
     verbose : int, default=0
         Show progress bars when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -61,7 +69,8 @@ class ExactInfluence(BaseInfluence):
     device_ : torch.device
         Where the estimator computes.
     dtype_ : torch.dtype
-        Precision of the computation.
+        Precision of the curvature, the solve and the score accumulation:
+        ``dtype``, but at least float32.
 
     See Also
     --------
@@ -87,6 +96,7 @@ class ExactInfluence(BaseInfluence):
         "max_params": [Interval(Integral, 1, None, closed="left")],
     }
     _default_dtype = torch.float64
+    _saved_state = ("eigenvalues_", "_eigenvectors")
 
     def __init__(
         self,
@@ -98,6 +108,7 @@ class ExactInfluence(BaseInfluence):
         dtype=None,
         max_params=20_000,
         verbose=0,
+        n_jobs=None,
     ):
         self.damping = damping
         self.curvature = curvature
@@ -107,6 +118,7 @@ class ExactInfluence(BaseInfluence):
         self.dtype = dtype
         self.max_params = max_params
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def _fit_curvature(self):
         p = self.n_params_

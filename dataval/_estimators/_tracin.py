@@ -63,9 +63,16 @@ class TracIn(BaseInfluence):
     device : "auto", str or torch.device, default="auto"
         Where to compute; ``"auto"`` picks CUDA when available.
     dtype : None, str or torch.dtype, default=None
-        Floating dtype of the gradients; ``None`` means float32.
+        Floating dtype of the gradient passes; ``None`` means float32.
+        With ``"bfloat16"`` or ``"float16"`` the dot products are still
+        accumulated in float32.
     verbose : int, default=0
         Show progress bars when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -110,6 +117,7 @@ class TracIn(BaseInfluence):
         device="auto",
         dtype=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.checkpoints = checkpoints
         self.learning_rates = learning_rates
@@ -118,6 +126,7 @@ class TracIn(BaseInfluence):
         self.device = device
         self.dtype = dtype
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def _fit_curvature(self):
         self._models = checkpoint_models(self.model_, self.checkpoints)
@@ -139,7 +148,9 @@ class TracIn(BaseInfluence):
 
     def _gradients(self, X, y):
         # (b, K * p): gradients at every checkpoint side by side
-        return torch.cat([m.per_sample_grads(X, y) for m in self._models], 1)
+        return torch.cat([m.per_sample_grads(X, y) for m in self._models], 1).to(
+            self.dtype_
+        )
 
     def _apply_inverse(self, G):
         return G * self._rates
