@@ -72,7 +72,7 @@ def save(estimator, path):
     >>> dataval.save(inf, buffer)
     >>> _ = buffer.seek(0)
     >>> restored = dataval.load(buffer, clf, X, y)
-    >>> bool((restored.score(X[:2], y[:2]) == inf.score(X[:2], y[:2])).all(None))
+    >>> restored.score(X[:2], y[:2]).equals(inf.score(X[:2], y[:2]))
     True
     """
     check_is_fitted(estimator)

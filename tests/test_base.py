@@ -1,5 +1,6 @@
 """The estimator contract of DESIGN.md: outputs, indexes, errors, model safety."""
 
+import gc
 import pickle
 
 import numpy as np
@@ -302,3 +303,57 @@ def test_cuda_and_cpu_agree(fitted_frame):
     cpu = ExactInfluence(device="cpu").fit(clf, X, y).score(X_test, y_test)
     gpu = ExactInfluence(device="cuda").fit(clf, X, y).score(X_test, y_test)
     np.testing.assert_allclose(gpu.to_numpy(), cpu.to_numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
+@pytest.mark.parametrize("dtype, tolerance", [("float16", 0.02), ("bfloat16", 0.1)])
+def test_mixed_precision_accumulates_in_float32(estimator, dtype, tolerance, iris):
+    X, y, X_test, y_test = iris
+    clf = LogisticRegression(max_iter=1000).fit(X, y)
+    reference = clone(estimator).set_params(dtype="float64").fit(clf, X, y)
+    mixed = clone(estimator).set_params(dtype=dtype).fit(clf, X, y)
+    assert mixed.model_.dtype == getattr(torch, dtype)
+    assert mixed.dtype_ == torch.float32
+    expected, got = reference.score(X_test, y_test), mixed.score(X_test, y_test)
+    assert (got.dtypes == np.float32).all()
+    error = np.abs(got.to_numpy() - expected.to_numpy()).max()
+    assert error < tolerance * np.abs(expected.to_numpy()).max()
+    # rankings survive the rounding
+    top = mixed.top_k(X_test, y_test, k=1)
+    assert (top["train"].to_numpy() == expected.idxmax(axis=1).to_numpy()).mean() > 0.9
+
+
+def _peak_rss_since_reset():
+    """Bytes of the process's peak resident memory since the last reset (Linux)."""
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmHWM"].split()[0]) * 1024
+
+
+def _reset_peak_rss():
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def test_top_k_peak_memory_stays_far_below_the_dense_frame():
+    try:
+        _reset_peak_rss()
+    except OSError:
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure peak memory")
+    rng = np.random.RandomState(0)
+    X, X_test = rng.randn(5_000, 4), rng.randn(5_000, 4)
+    y, y_test = (X[:, 0] > 0).astype(int), (X_test[:, 0] > 0).astype(int)
+    clf = LogisticRegression().fit(X, y)
+    estimator = ExactInfluence(batch_size=500).fit(clf, X, y)
+    estimator.top_k(X_test[:10], y_test[:10])  # warm up lazy initializations
+    budget = 20  # MiB; the dense frame would be 5000 x 5000 x 4 B = 95 MiB
+    with dataval.config_context(max_score_memory=budget, working_memory=4):
+        with pytest.raises(ValueError, match="top_k"):
+            estimator.score(X_test, y_test)
+        gc.collect()
+        _reset_peak_rss()
+        before = _peak_rss_since_reset()
+        top = estimator.top_k(X_test, y_test, k=10)
+        peak = _peak_rss_since_reset() - before
+    assert len(top) == 10 * len(X_test)
+    assert peak < budget * 2**20, f"top_k peaked at {peak / 2**20:.1f} MiB"

@@ -127,3 +127,16 @@ def test_bad_n_jobs(n_jobs, fitted):
     clf, X, y, *_ = fitted
     with pytest.raises(InvalidParameterError, match="n_jobs"):
         dataval.ExactInfluence(n_jobs=n_jobs).fit(clf, X, y)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
+def test_cuda_and_cpu_agree(cls, fitted):
+    clf, X, y, X_test, y_test = fitted
+    cpu = _estimator(cls, device="cpu").fit(clf, X, y)
+    gpu = _estimator(cls, device="cuda", n_jobs=2).fit(clf, X, y)
+    expected, got = _outputs(cpu, X_test, y_test), _outputs(gpu, X_test, y_test)
+    for name in ("score", "value", "self_influence"):
+        np.testing.assert_allclose(
+            got[name].to_numpy(), expected[name].to_numpy(), rtol=1e-3, atol=1e-6
+        )
