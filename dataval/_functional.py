@@ -7,12 +7,17 @@ copies of the parameters, so the user's module is never modified: parameters,
 after every call, also when an error is raised.
 """
 
+import threading
 from contextlib import contextmanager
 
 import torch
 from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vjp, vmap
 
 from ._adapters import layer_of
+
+# torch's forward-mode AD levels are process-wide, not per thread: two threads
+# running jvp/jacfwd at once fail ("no level exists"), so they take turns
+_FORWARD_AD = threading.RLock()
 
 
 @contextmanager
@@ -164,7 +169,8 @@ class FunctionalModel:
         def row_loss(o, target):
             return self.adapted.loss(o.unsqueeze(0), target.unsqueeze(0)).sum()
 
-        hessians = vmap(jacfwd(jacrev(row_loss)))(output, y)
+        with _FORWARD_AD:
+            hessians = vmap(jacfwd(jacrev(row_loss)))(output, y)
         k = output[0].numel()
         return hessians.reshape(len(output), k, k)
 
@@ -175,7 +181,7 @@ class FunctionalModel:
         Gauss-Newton matrix ``J^T H_out J`` (``"ggn"``). No regularizer, no
         normalization: callers add ``l2`` and divide by ``n``.
         """
-        with eval_mode(self.adapted.module):
+        with eval_mode(self.adapted.module), _FORWARD_AD:
             if curvature == "hessian":
                 gradient = grad(self._batch_loss)
 

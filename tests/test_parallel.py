@@ -16,7 +16,17 @@ from dataval._parallel import copy_sharing_tensors, shard_bounds
 
 # every estimator of the package; parameters that some take, making them
 # deterministic and their curvature positive semi-definite
-COMMON = {"random_state": 0, "curvature": "ggn"}
+COMMON = {
+    "random_state": 0,
+    "curvature": "ggn",
+    "rank": 8,
+    "depth": 5,
+    "maxiter": 10,
+    "projection_dim": 32,
+}
+# LiSSA draws random batches in every solve; self_influence solves in the
+# workers, which draw different ones than a serial run (same distribution)
+STOCHASTIC_SOLVES = {"LiSSAInfluence"}
 ESTIMATORS = [
     getattr(dataval, name)
     for name in dataval.__all__
@@ -32,12 +42,14 @@ def _estimator(cls, **params):
 
 
 def _outputs(estimator, X_test, y_test):
-    return {
+    outputs = {
         "score": estimator.score(X_test, y_test),
         "top_k": estimator.top_k(X_test, y_test, k=5, kind="harmful"),
         "value": estimator.value(X_test, y_test),
-        "self_influence": estimator.self_influence(),
     }
+    if type(estimator).__name__ not in STOCHASTIC_SOLVES:
+        outputs["self_influence"] = estimator.self_influence()
+    return outputs
 
 
 def _assert_same_outputs(expected, got):
@@ -85,7 +97,13 @@ def test_dask_cluster_gives_the_serial_results(fitted):
     _assert_same_outputs(expected, got)
 
 
-@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
+# what threads could break: a plain gradient pass, forward-mode AD in the
+# solves (CG), forward hooks (K-FAC)
+@pytest.mark.parametrize(
+    "cls",
+    [c for c in ESTIMATORS if c.__name__ in ("TracIn", "CGInfluence", "KFACInfluence")],
+    ids=lambda c: c.__name__,
+)
 def test_threads_leave_the_user_module_unchanged(cls, iris):
     X, y, X_test, y_test = iris
     module = _user_module()

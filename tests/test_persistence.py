@@ -46,7 +46,7 @@ def test_round_trip_gives_the_same_scores(cls, round_trip, fitted, tmp_path):
         restored.score(X_test, y_test), estimator.score(X_test, y_test)
     )
     pd.testing.assert_series_equal(
-        restored.self_influence(), estimator.self_influence()
+        restored.value(X_test, y_test), estimator.value(X_test, y_test)
     )
 
 

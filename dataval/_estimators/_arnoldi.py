@@ -58,6 +58,11 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         Seeds the Lanczos start vector.
     verbose : int, default=0
         Show progress bars (Lanczos steps) when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -119,6 +124,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         dtype=None,
         random_state=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.rank = rank
         self.complement = complement
@@ -131,6 +137,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def _fit_operator(self):
         p = self.n_params_

@@ -67,6 +67,11 @@ class CGInfluence(MatrixFreeInfluence):
         of the preconditioner and the Hessian subset.
     verbose : int, default=0
         Show progress bars (CG iterations, passes) when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -130,6 +135,7 @@ class CGInfluence(MatrixFreeInfluence):
         dtype=None,
         random_state=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.damping = damping
         self.curvature = curvature
@@ -144,6 +150,7 @@ class CGInfluence(MatrixFreeInfluence):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def _choose_curvature_rows(self):
         size = self.hessian_batch_size

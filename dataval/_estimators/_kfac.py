@@ -104,6 +104,11 @@ class KFACInfluence(BaseInfluence):
         Seed of the targets sampled by ``fisher="true"``.
     verbose : int, default=0
         Show progress bars when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -166,6 +171,7 @@ class KFACInfluence(BaseInfluence):
         dtype=None,
         random_state=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.damping = damping
         self.fisher = fisher
@@ -177,6 +183,7 @@ class KFACInfluence(BaseInfluence):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     # ------------------------------------------------------------- fitting
     def _fit_curvature(self):

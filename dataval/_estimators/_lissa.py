@@ -71,6 +71,11 @@ class LiSSAInfluence(MatrixFreeInfluence):
         ``self_influence``) applies the same linear map.
     verbose : int, default=0
         Show progress bars (series steps) when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -142,6 +147,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         dtype=None,
         random_state=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.damping = damping
         self.curvature = curvature
@@ -155,6 +161,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def _fit_operator(self):
         self.largest_eigenvalue_ = None

@@ -77,6 +77,11 @@ class TRAKInfluence(BaseInfluence):
         Seeds the projection.
     verbose : int, default=0
         Show progress bars when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -137,6 +142,7 @@ class TRAKInfluence(BaseInfluence):
         dtype=None,
         random_state=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.projection_dim = projection_dim
         self.damping = damping
@@ -147,6 +153,7 @@ class TRAKInfluence(BaseInfluence):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def _fit_curvature(self):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
