@@ -62,7 +62,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     #: whether the pair score carries the ``1/n`` of the influence equation
     _per_training_point = True
     #: the training rows this object scores; parallel workers get a slice
-    _training_rows = slice(None)
+    _worker_rows = slice(None)
     #: attributes set by ``_fit_curvature`` that ``dataval.save`` writes and
     #: ``dataval.load`` restores (tensors, numbers, containers of them); when
     #: empty, ``load`` runs ``_fit_curvature`` again
@@ -168,7 +168,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
 
         ``store`` (a list owned by the caller) keeps the gradients after the
         first pass when they fit in working memory, for the next test chunk.
-        ``start`` counts from the first of ``_training_rows`` (all rows, except
+        ``start`` counts from the first of ``_worker_rows`` (all rows, except
         in a parallel worker).
         """
         if store:
@@ -176,7 +176,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             return
         fits = self._training_bytes() <= _WORKING_MEMORY
         keep = [] if store is not None and fits else None
-        rows = self._training_rows
+        rows = self._worker_rows
         for start, X_b, y_b in self._batches(
             self._X_train[rows], self._y_train[rows], "train"
         ):
@@ -244,7 +244,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         shards = []
         for start, stop in bounds:
             worker = copy_sharing_tensors(self)
-            worker._training_rows = slice(start, stop)
+            worker._worker_rows = slice(start, stop)
             shards.append((start, worker, []))
         return shards
 

@@ -64,6 +64,8 @@ class RandomProjection:
 
     def __call__(self, X):
         """``X @ P^T`` for ``X`` of shape (..., p), giving (..., dim)."""
+        # X may come from a lower-precision gradient pass (mixed precision)
+        X = X.to(self.dtype)
         if self.dim is None:
             return X
         out = X.new_zeros(X.shape[:-1] + (self.dim,))
@@ -73,6 +75,7 @@ class RandomProjection:
 
     def gram(self, weights):
         """``P diag(weights) P^T`` (dim, dim) for ``weights`` of shape (p,)."""
+        weights = weights.to(self.dtype)
         if self.dim is None:
             return torch.diag(weights)
         out = weights.new_zeros(self.dim, self.dim)

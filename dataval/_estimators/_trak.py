@@ -185,7 +185,7 @@ class TRAKInfluence(BaseInfluence):
         total = torch.zeros(dim, dim, dtype=self.dtype_, device=self.device_)
         for _, X_b, y_b in self._batches(self._X_train, self._y_train, "curvature"):
             Phi = self._projection(model.per_sample_jacobians(X_b))  # (b, k, dim)
-            H = model.output_hessians(X_b, y_b)  # (b, k, k)
+            H = model.output_hessians(X_b, y_b).to(self.dtype_)  # (b, k, k)
             total += Phi.flatten(0, 1).T @ (H @ Phi).flatten(0, 1)
         total = total / self.n_train_ + self._projection.gram(model.l2 + self.damping)
         return (total + total.T) / 2
