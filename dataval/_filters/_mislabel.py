@@ -99,8 +99,9 @@ class MislabelFilter(BaseEstimator):
 
     On the digits with 10 % flipped labels both reach a ROC AUC above 0.99
     for a logistic regression and an MLP; self-influence was the better of
-    the two on most seeds measured (``benchmarks/mislabel_detection.py``)
-    and costs one model fit where cross-fitting costs ``cv``.
+    the two on most seeds measured (``benchmarks/mislabel_detection.py``).
+    Cross-fitting costs ``cv`` model fits, often less than an influence
+    estimator on a network.
 
     Parameters
     ----------
