@@ -4,7 +4,7 @@ Influence functions and data valuation for scikit-learn, skorch and torch
 models, with a scikit-learn API.
 """
 
-from . import filters, metrics, text
+from . import filters, metrics, model_selection, text
 from ._config import config_context, get_config, set_config
 from ._estimators._arnoldi import ArnoldiInfluence
 from ._estimators._cg import CGInfluence
@@ -36,6 +36,7 @@ __all__ = [
     "get_config",
     "load",
     "metrics",
+    "model_selection",
     "save",
     "set_config",
     "text",

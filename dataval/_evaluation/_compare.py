@@ -1,0 +1,346 @@
+"""Cross-validated comparison of influence estimators on one model and data set."""
+
+from numbers import Integral, Real
+from time import perf_counter
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import clone, is_classifier
+from sklearn.model_selection import check_cv
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from .._base import BaseInfluence
+from .._validation import check_X_y
+from ..datasets import flip_labels
+from ._detection import mislabel_detection_auc
+from ._ground_truth import lds_per_test, loo_losses, subset_losses
+from ._retrain import Retrainer, take_rows
+
+METRICS = ("lds", "loo", "mislabel_auc")
+COLUMNS = ["estimator", "fold", "metric", "value", "fit_time", "score_time"]
+
+
+def _check_estimators(estimators):
+    if not isinstance(estimators, dict) or not estimators:
+        raise ValueError(
+            "estimators must be a non-empty dict of name -> influence estimator, e.g. "
+            "{'exact': ExactInfluence(), 'tracin': TracIn()}; got "
+            f"{estimators!r}."
+        )
+    for name, estimator in estimators.items():
+        if not isinstance(estimator, BaseInfluence):
+            raise TypeError(
+                f"estimators[{name!r}] must be a dataval influence estimator such as "
+                f"ExactInfluence(), got {type(estimator).__name__}."
+            )
+
+
+def _check_scoring(scoring, model):
+    names = (scoring,) if isinstance(scoring, str) else tuple(scoring)
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise ValueError(
+            f"scoring must name one or more of {list(METRICS)}, got {scoring!r}."
+        )
+    if "mislabel_auc" in names and not is_classifier(model):
+        raise ValueError(
+            f"scoring='mislabel_auc' flips class labels, so it needs a classifier; "
+            f"got a {type(model).__name__}. Use 'lds' or 'loo' for regressors."
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _seeded_clone(estimator, seed):
+    """A fresh copy; a ``random_state`` left at ``None`` gets the fold's seed."""
+    estimator = clone(estimator)
+    if estimator.get_params().get("random_state", 0) is None:
+        estimator.set_params(random_state=seed)
+    return estimator
+
+
+def _timed(function, *args):
+    start = perf_counter()
+    result = function(*args)
+    return result, perf_counter() - start
+
+
+def _pearson(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float((a @ b) / np.sqrt((a @ a) * (b @ b)))
+
+
+class _Fold:
+    """One split: retrains the model and measures every estimator on it."""
+
+    def __init__(self, fold, train, test, model, X, y, settings, seed):
+        self.fold = fold
+        self.model = model
+        self.settings = settings
+        self.seed = seed
+        self.rng = np.random.RandomState(seed)
+        n_test = settings["n_test"]
+        if n_test is not None and len(test) > n_test:
+            test = np.sort(self.rng.choice(test, size=n_test, replace=False))
+        self.X_train, self.y_train = take_rows(X, train), take_rows(y, train)
+        self.X_test, self.y_test = take_rows(X, test), take_rows(y, test)
+
+    def _record(self, name, metric, value, fit_time, score_time):
+        if self.settings["verbose"]:
+            print(
+                f"[fold {self.fold}] {name:>16} {metric:>12} = {value:8.4f}  "
+                f"(fit {fit_time:.2f} s, score {score_time:.2f} s)"
+            )
+        return dict(
+            estimator=name,
+            fold=self.fold,
+            metric=metric,
+            value=value,
+            fit_time=fit_time,
+            score_time=score_time,
+        )
+
+    def run(self, estimators, scoring):
+        records = []
+        clean = [metric for metric in scoring if metric != "mislabel_auc"]
+        if clean:
+            records += self._clean_metrics(estimators, clean)
+        if "mislabel_auc" in scoring:
+            records += self._mislabel_auc(estimators)
+        return records
+
+    def _clean_metrics(self, estimators, metrics):
+        """LDS and LOO agreement of each estimator's scores on the test rows."""
+        s = self.settings
+        retrainer = Retrainer(
+            self.model, self.X_train, self.y_train, random_state=self.seed
+        )
+        X_test, y_test = self.X_test, self.y_test
+        measure = {}
+        if "lds" in metrics:
+            masks, measured = subset_losses(
+                retrainer, s["n_subsets"], s["frac"], X_test, y_test, self.rng
+            )
+            measure["lds"] = lambda tau: float(
+                np.nanmean(lds_per_test(tau, masks, measured))
+            )
+        if "loo" in metrics:
+            n_train = len(retrainer.y)
+            rows = self.rng.choice(
+                n_train, size=min(s["n_loo"], n_train), replace=False
+            )
+            loo = loo_losses(retrainer, rows, X_test, y_test)
+            measure["loo"] = lambda tau: _pearson(tau[:, rows].ravel(), loo.ravel())
+        records = []
+        for name, estimator in estimators.items():
+            fitted, fit_time = _timed(
+                _seeded_clone(estimator, self.seed).fit,
+                retrainer.full_,
+                self.X_train,
+                self.y_train,
+            )
+            scores, score_time = _timed(fitted.score, X_test, y_test)
+            tau = scores.to_numpy(np.float64)
+            records += [
+                self._record(name, metric, measure[metric](tau), fit_time, score_time)
+                for metric in metrics
+            ]
+        return records
+
+    def _mislabel_auc(self, estimators):
+        """AUC for the labels flipped in the training fold of a refitted model."""
+        s = self.settings
+        y_noisy, flipped = flip_labels(
+            self.y_train, frac=s["noise"], random_state=self.rng
+        )
+        model = Retrainer(
+            self.model, self.X_train, y_noisy, random_state=self.seed
+        ).full_
+        records = []
+        for name, estimator in estimators.items():
+            fitted, fit_time = _timed(
+                _seeded_clone(estimator, self.seed).fit, model, self.X_train, y_noisy
+            )
+            if s["detection"] == "self_influence":
+                suspicion, score_time = _timed(fitted.self_influence)
+            else:
+                value, score_time = _timed(fitted.value, self.X_test, self.y_test)
+                suspicion = -value
+            auc = mislabel_detection_auc(suspicion.to_numpy(), flipped)
+            records.append(
+                self._record(name, "mislabel_auc", auc, fit_time, score_time)
+            )
+        return records
+
+
+def _evaluate_fold(fold, train, test, estimators, model, X, y, scoring, settings, seed):
+    return _Fold(fold, train, test, model, X, y, settings, seed).run(
+        estimators, scoring
+    )
+
+
+@validate_params(
+    {
+        "estimators": "no_validation",
+        "model": "no_validation",
+        "scoring": [str, list, tuple],
+        "cv": ["cv_object"],
+        "groups": [None, "array-like"],
+        "n_test": [None, Interval(Integral, 1, None, closed="left")],
+        "n_subsets": [Interval(Integral, 3, None, closed="left")],
+        "frac": [Interval(Real, 0, 1, closed="neither")],
+        "n_loo": [Interval(Integral, 2, None, closed="left")],
+        "noise": [Interval(Real, 0, 1, closed="neither")],
+        "detection": [StrOptions({"self_influence", "value"})],
+        "n_jobs": [None, Integral],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=False,
+)
+def compare_estimators(
+    estimators,
+    model,
+    X,
+    y,
+    *,
+    scoring=("lds",),
+    cv=5,
+    groups=None,
+    n_test=None,
+    n_subsets=30,
+    frac=0.5,
+    n_loo=30,
+    noise=0.1,
+    detection="self_influence",
+    n_jobs=None,
+    random_state=None,
+    verbose=0,
+):
+    """Compare influence estimators by cross-validation, against retraining.
+
+    For each split of ``cv``, the model is fitted on the training fold (as
+    :func:`~dataval.metrics.loo_influence` refits it: same settings, one
+    seed), each estimator is cloned and fitted to it, and the held-out fold
+    serves as test rows for every metric in ``scoring``:
+
+    ``"lds"``
+        :func:`~dataval.metrics.linear_datamodeling_score` of
+        ``score(X_test, y_test)``, with ``n_subsets`` refits on random
+        fractions ``frac`` of the training fold (shared by the estimators).
+    ``"loo"``
+        Pearson correlation, over all (test row, training row) pairs, between
+        ``score(X_test, y_test)`` and
+        :func:`~dataval.metrics.loo_influence` for ``n_loo`` random training
+        rows. Scale-free, so TracIn (not in loss units) is comparable.
+    ``"mislabel_auc"``
+        A fraction ``noise`` of the training fold's labels is flipped, the
+        model refitted on them, each estimator fitted to it, and
+        :func:`~dataval.metrics.mislabel_detection_auc` computed for the
+        flipped rows with ``detection`` as suspicion: ``self_influence()``
+        or ``-value(X_test, y_test)`` (rows that hurt the clean held-out
+        loss). Classifiers only.
+
+    Parameters
+    ----------
+    estimators : dict of str to influence estimator
+        The estimators to compare, e.g. ``{"exact": ExactInfluence()}``;
+        each is cloned per fold, and a ``random_state`` left at ``None`` is
+        set to the fold's seed.
+    model : scikit-learn estimator, Pipeline or skorch net
+        The model to explain, fitted or not: it is refitted on every
+        training fold (see :func:`~dataval.metrics.loo_influence`).
+    X : array-like or DataFrame of shape (n_samples, ...)
+    y : array-like or Series of shape (n_samples, ...)
+    scoring : str or list of str, default=("lds",)
+        Metrics among ``"lds"``, ``"loo"`` and ``"mislabel_auc"``.
+    cv : int, cross-validation generator or iterable, default=5
+        As in :func:`sklearn.model_selection.cross_validate`: an int is a
+        (stratified for classifiers) K-fold.
+    groups : array-like of shape (n_samples,), default=None
+        Group labels for group splitters.
+    n_test : int, default=None
+        Held-out rows used per fold (a random subset); ``None`` uses all.
+    n_subsets : int, default=30
+        Refits per fold for ``"lds"``.
+    frac : float, default=0.5
+        Fraction of the training fold in each LDS subset.
+    n_loo : int, default=30
+        Training rows left out (one refit each) per fold for ``"loo"``.
+    noise : float, default=0.1
+        Fraction of training labels flipped for ``"mislabel_auc"``.
+    detection : {"self_influence", "value"}, default="self_influence"
+        Suspicion score for ``"mislabel_auc"``.
+    n_jobs : int, default=None
+        Folds run in parallel with joblib; ``-1`` uses every core.
+    random_state : int, RandomState instance or None, default=None
+        Seeds each fold (test rows, subsets, flips, refits), so that results
+        do not depend on ``n_jobs``. The splits are those of ``cv``.
+    verbose : int, default=0
+        Print one line per result (and joblib's progress) when positive.
+
+    Returns
+    -------
+    results : DataFrame
+        Tidy, one row per (estimator, fold, metric), with columns
+        ``estimator``, ``fold``, ``metric``, ``value``, ``fit_time`` (seconds
+        of the estimator's ``fit``) and ``score_time`` (seconds of the
+        ``score``, ``self_influence`` or ``value`` call the metric used;
+        ``"lds"`` and ``"loo"`` share one fit and one score). The first fit
+        in a process also pays torch's one-time set-up. Summarize with
+        ``results.groupby(["estimator", "metric"])["value"].agg(["mean",
+        "std"])``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from dataval import ExactInfluence, TracIn
+    >>> from dataval.model_selection import compare_estimators
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = make_pipeline(
+    ...     StandardScaler(), LogisticRegression(solver="newton-cholesky", tol=1e-8)
+    ... )
+    >>> results = compare_estimators(
+    ...     {"exact": ExactInfluence(), "tracin": TracIn()},
+    ...     model,
+    ...     X,
+    ...     y,
+    ...     scoring=["lds", "mislabel_auc"],
+    ...     cv=2,
+    ...     n_subsets=10,
+    ...     random_state=0,
+    ... )
+    >>> results.shape
+    (8, 6)
+    >>> results.groupby(["metric", "estimator"])["value"].mean().index.tolist()
+    [('lds', 'exact'), ('lds', 'tracin'), ('mislabel_auc', 'exact'), ('mislabel_auc', 'tracin')]
+    """
+    _check_estimators(estimators)
+    scoring = _check_scoring(scoring, model)
+    check_X_y(X, y)
+    splitter = check_cv(cv, y, classifier=is_classifier(model))
+    splits = list(splitter.split(X, y, groups))
+    seeds = check_random_state(random_state).randint(2**31 - 1, size=len(splits))
+    settings = dict(
+        n_test=n_test,
+        n_subsets=n_subsets,
+        frac=frac,
+        n_loo=n_loo,
+        noise=noise,
+        detection=detection,
+        verbose=verbose,
+    )
+    results = Parallel(n_jobs=n_jobs, verbose=verbose)(
+        delayed(_evaluate_fold)(
+            fold, train, test, estimators, model, X, y, scoring, settings, seed
+        )
+        for fold, ((train, test), seed) in enumerate(zip(splits, seeds))
+    )
+    return pd.DataFrame(
+        [record for fold in results for record in fold], columns=COLUMNS
+    )

@@ -1,0 +1,113 @@
+"""dataval.model_selection.compare_estimators."""
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+from sklearn.datasets import load_breast_cancer, make_regression
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GroupKFold, ShuffleSplit
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from dataval import ExactInfluence, TracIn
+from dataval.model_selection import compare_estimators
+
+ESTIMATORS = {"exact": ExactInfluence(), "tracin": TracIn()}
+FAST = dict(n_test=10, n_subsets=6, n_loo=5)
+
+
+def _classification():
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = X[:150], y[:150]
+    model = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=0.1, solver="newton-cholesky", tol=1e-10),
+    )
+    return model, X, y
+
+
+def _regression():
+    X, y = make_regression(n_samples=80, n_features=5, noise=10.0, random_state=0)
+    return Ridge(alpha=1.0), X, y
+
+
+CASES = [
+    dict(id="logistic", make=_classification, scoring=["lds", "loo", "mislabel_auc"]),
+    dict(id="ridge", make=_regression, scoring=["lds", "loo"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["id"])
+def test_results_are_tidy_and_exact_influence_scores_well(case):
+    model, X, y = case["make"]()
+    results = compare_estimators(
+        ESTIMATORS, model, X, y, scoring=case["scoring"], cv=2, random_state=0, **FAST
+    )
+    assert results.columns.tolist() == [
+        "estimator",
+        "fold",
+        "metric",
+        "value",
+        "fit_time",
+        "score_time",
+    ]
+    assert len(results) == len(ESTIMATORS) * 2 * len(case["scoring"])
+    assert set(results["metric"]) == set(case["scoring"])
+    assert np.isfinite(results["value"]).all()
+    assert (results[["fit_time", "score_time"]] >= 0).all().all()
+    summary = results.groupby(["estimator", "metric"])["value"].mean()
+    assert summary["exact", "loo"] > 0.95
+    assert summary["exact", "lds"] > 0.5
+    if "mislabel_auc" in case["scoring"]:
+        assert summary["exact", "mislabel_auc"] > 0.7
+
+
+def test_reproducible_whatever_the_splitter_and_n_jobs():
+    model, X, y = _classification()
+    splitters = [
+        (ShuffleSplit(n_splits=2, test_size=0.3, random_state=0), None),
+        (GroupKFold(2), np.arange(len(y)) % 5),
+    ]
+    for cv, groups in splitters:
+        kwargs = dict(
+            scoring=("lds", "mislabel_auc"),
+            cv=cv,
+            groups=groups,
+            random_state=3,
+            detection="value",
+            **FAST,
+        )
+        sequential = compare_estimators(ESTIMATORS, model, X, y, **kwargs)
+        with parallel_config(backend="threading"):
+            parallel = compare_estimators(ESTIMATORS, model, X, y, n_jobs=2, **kwargs)
+        np.testing.assert_array_equal(sequential["value"], parallel["value"])
+        assert sequential["fold"].tolist() == parallel["fold"].tolist()
+
+
+def test_verbose_prints_one_line_per_result(capsys):
+    model, X, y = _regression()
+    compare_estimators(
+        {"exact": ExactInfluence()}, model, X, y, cv=2, verbose=1, **FAST
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if "lds" in line]
+    assert len(lines) == 2
+    assert lines[0].startswith("[fold 0]")
+
+
+@pytest.mark.parametrize(
+    "estimators, kwargs, error, message",
+    [
+        ({}, {}, ValueError, "non-empty dict"),
+        ({"ridge": Ridge()}, {}, TypeError, r"estimators\['ridge'\] must be"),
+        (ESTIMATORS, dict(scoring="r2"), ValueError, "scoring must name"),
+        (ESTIMATORS, dict(scoring=[]), ValueError, "scoring must name"),
+        (ESTIMATORS, dict(scoring="mislabel_auc"), ValueError, "needs a classifier"),
+        (ESTIMATORS, dict(cv="folds"), ValueError, "'cv' parameter"),
+        (ESTIMATORS, dict(n_subsets=1), ValueError, "'n_subsets' parameter"),
+        (ESTIMATORS, dict(detection="loss"), ValueError, "'detection' parameter"),
+    ],
+)
+def test_bad_input(estimators, kwargs, error, message):
+    model, X, y = _regression()
+    with pytest.raises(error, match=message):
+        compare_estimators(estimators, model, X, y, **kwargs)
