@@ -50,13 +50,13 @@ def _reset_peak():
         clear_refs.write("5")
 
 
-def peak_memory(function):
-    """``(result, seconds, extra peak bytes)`` of ``function()``."""
+def peak_memory(function, *args):
+    """``(result, seconds, extra peak bytes)`` of ``function(*args)``."""
     gc.collect()
     _reset_peak()
     before = _peak_bytes()
     start = time.perf_counter()
-    result = function()
+    result = function(*args)
     return result, time.perf_counter() - start, _peak_bytes() - before
 
 
@@ -150,19 +150,20 @@ def memory_table(n_train, n_test, hidden):
     )
     estimator = dataval.TracIn(batch_size=1024).fit(model, X, y)
     estimator.top_k(X_test[:10], y_test[:10])  # lazy initializations
-    print(f"{'call':<44}{'seconds':>10}{'peak extra MiB':>16}")
-    for label, config in [
-        ("top_k(k=10), default working_memory=512", {}),
-        ("top_k(k=10), working_memory=64", {"working_memory": 64}),
-    ]:
+    print(f"{'call':<42}{'seconds':>9}{'extra MiB':>11}{'process MiB':>13}")
+    calls = [
+        ("top_k(k=10), default working_memory=512", {}, estimator.top_k),
+        ("top_k(k=10), working_memory=64", {"working_memory": 64}, estimator.top_k),
+        ("value", {}, estimator.value),
+    ]
+    for label, config, method in calls:
         with dataval.config_context(**config):
-            _, seconds, peak = peak_memory(
-                lambda: estimator.top_k(X_test, y_test, k=10)
-            )
-        print(f"{label:<44}{seconds:>10.1f}{peak / MIB:>16.1f}")
-    _, seconds, peak = peak_memory(lambda: estimator.value(X_test, y_test))
-    print(f"{'value':<44}{seconds:>10.1f}{peak / MIB:>16.1f}")
-    print(f"process peak resident memory: {_peak_bytes() / MIB:,.0f} MiB")
+            _, seconds, peak = peak_memory(method, X_test, y_test)
+        # extra: above the resident memory before the call; process: peak
+        print(
+            f"{label:<42}{seconds:>9.1f}{peak / MIB:>11.1f}"
+            f"{_peak_bytes() / MIB:>13,.0f}"
+        )
 
 
 def main():
