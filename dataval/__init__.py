@@ -12,6 +12,7 @@ from ._estimators._ekfac import EKFACInfluence
 from ._estimators._exact import ExactInfluence
 from ._estimators._kfac import KFACInfluence
 from ._estimators._lissa import LiSSAInfluence
+from ._estimators._logra import LoGraInfluence
 from ._estimators._tracin import TracIn
 from ._estimators._trak import TRAKInfluence
 from ._filters._filtered import FilteredEstimator
@@ -27,6 +28,7 @@ __all__ = [
     "ExactInfluence",
     "FilteredEstimator",
     "KFACInfluence",
+    "LoGraInfluence",
     "LiSSAInfluence",
     "MislabelFilter",
     "TRAKInfluence",

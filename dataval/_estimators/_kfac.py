@@ -188,7 +188,7 @@ class KFACInfluence(BaseInfluence):
     # ------------------------------------------------------------- fitting
     def _fit_curvature(self):
         check_fisher(self.fisher, self.model_.adapted.loss)
-        self._layer_list = select_layers(self.model_.adapted.module, self.layers)
+        self._layer_list = self._select_layers()
         self.layers_ = [layer.name for layer in self._layer_list]
         stops = np.cumsum([layer.size for layer in self._layer_list]).tolist()
         self._slices = [
@@ -215,6 +215,10 @@ class KFACInfluence(BaseInfluence):
                 else float(self.damping)
             )
             self.damping_[layer.name] = damping + mean_l2
+
+    def _select_layers(self):
+        """The layers whose signals ``capture`` records (``Layer`` objects)."""
+        return select_layers(self.model_.adapted.module, self.layers)
 
     def _fit_signals(self):
         """Yield each training batch's layer signals with ``fisher``'s vectors."""

@@ -1,0 +1,205 @@
+"""LoGra: Kronecker-factored influence on Kronecker-projected layer gradients."""
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .._layers import Layer
+from ._ekfac import EKFACInfluence
+from ._kfac import KFACInfluence
+
+
+class _ProjectedLayer(Layer):
+    """A layer seen through projections of its inputs and output gradients.
+
+    Its gradient matrix is ``P_out (sum_l g_l a_l^T) P_in^T
+    = sum_l (P_out g_l)(P_in a_l)^T`` of shape (k_out, k_in): the signals
+    are projected, the full gradient is never formed.
+    """
+
+    def __init__(self, layer, P_in, P_out):
+        super().__init__(layer.name, layer.module)
+        self._layer = layer
+        self.P_in, self.P_out = P_in, P_out  # (k_in, d_in), (k_out, d_out) or None
+        if P_in is not None:
+            self.d_in = P_in.shape[0]
+        if P_out is not None:
+            self.d_out = P_out.shape[0]
+
+    def inputs(self, x):
+        a = self._layer.inputs(x)
+        return a if self.P_in is None else a @ self.P_in.T
+
+    def output_grads(self, grad):
+        g = self._layer.output_grads(grad)
+        return g if self.P_out is None else g @ self.P_out.T
+
+
+def _orthonormal_rows(k, d, generator, dtype):
+    """(k, d) with orthonormal rows spanning a uniformly random subspace.
+
+    ``None`` (no projection) when ``k`` is ``None`` or at least ``d``.
+    """
+    if k is None or k >= d:
+        return None
+    device = generator.device
+    gaussian = torch.randn(
+        d, k, generator=generator, device=device, dtype=torch.float64
+    )
+    Q, R = torch.linalg.qr(gaussian)  # (d, k)
+    # signs fixed by R's diagonal: a Haar-distributed basis
+    return (Q * torch.sign(torch.diagonal(R))).T.to(dtype)
+
+
+class LoGraInfluence(EKFACInfluence):
+    """LoGra: (E)K-FAC influence on Kronecker-projected layer gradients.
+
+    Each Linear or Conv2d layer's inputs ``a`` and output gradients ``g``
+    (the signals :class:`KFACInfluence` records) are projected separately,
+    ``P_in a`` and ``P_out g``, with seeded random matrices whose rows are
+    orthonormal (Choe et al., 2024, "What is your data worth to GPT?"). The
+    layer's projected per-sample gradient ``P_out G P_in^T`` (at most
+    ``projection_dim x projection_dim``) is formed from the projected signals,
+    never from the full gradient ``G``, and the influence equation is solved in
+    the projected space with a K-FAC or EK-FAC curvature fitted to the
+    projected signals::
+
+        influence[i, j] = (1/n) (P g_i)^T (P C P^T + damping I)^{-1} (P g_j)
+
+    with ``P = P_out ⊗ P_in`` per layer and ``C`` the (E)K-FAC curvature. For
+    K-FAC, ``P C P^T`` is exactly the Kronecker product of the projected
+    factors ``P_out S P_out^T`` and ``P_in A P_in^T``. As ``P`` has orthonormal
+    rows, ``P (C + damping I) P^T = P C P^T + damping I``: the damping and the
+    model's L2 term keep their meaning. A side of a layer at most
+    ``projection_dim`` wide is not projected, so with ``projection_dim=None``
+    or at least every layer's width the result is :class:`KFACInfluence`
+    (``curvature="kfac"``) or :class:`EKFACInfluence` (``"ekfac"``).
+
+    Memory per training row and layer position is ``k_in + k_out`` numbers
+    for the signals and ``k_in k_out`` for a projected gradient; the factors
+    are ``k x k``.
+
+    Parameters
+    ----------
+    projection_dim : int or None, default=64
+        Projected width of each layer's inputs (bias coordinate included) and
+        of its output gradients. ``None`` projects nothing.
+    curvature : {"ekfac", "kfac"}, default="ekfac"
+        The curvature in the projected space: K-FAC, or K-FAC's eigenbases
+        with eigenvalues refitted to the projected gradients (EK-FAC).
+    damping : "auto" or float, default="auto"
+        As in :class:`KFACInfluence`, in the projected space.
+    fisher : {"true", "empirical", "ggn"}, default="true"
+        As in :class:`KFACInfluence`.
+    layers : list of str, default=None
+        As in :class:`KFACInfluence`.
+    query_rank : int, default=None
+        As in :class:`KFACInfluence`.
+    loss : "auto" or callable, default="auto"
+        As in :class:`ExactInfluence`.
+    batch_size : int, default=256
+        Rows per forward and backward pass.
+    device : "auto", str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : None, str or torch.dtype, default=None
+        Floating dtype; ``None`` means float32.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the projections and the targets sampled by ``fisher="true"``.
+    verbose : int, default=0
+        Show progress bars when positive.
+
+    Attributes
+    ----------
+    projections_ : dict of str to tuple
+        ``(P_in, P_out)`` per layer: (k_in, d_in) and (k_out, d_out) tensors,
+        ``None`` for a side that is not projected.
+    layers_ : list of str
+        The layers the influence is computed over.
+    eigenvalues_ : dict of str to torch.Tensor of shape (k_out, k_in)
+        Each layer's curvature eigenvalues in the projected space, undamped.
+    damping_ : dict of str to float
+        What is added to each layer's eigenvalues.
+    n_train_ : int
+        Number of training rows.
+    n_params_ : int
+        Dimension of the projected gradients (all layers).
+    train_index_ : pandas.Index
+        Index of the training rows (named ``train``).
+
+    See Also
+    --------
+    EKFACInfluence, KFACInfluence : The same curvature without projection.
+    TRAKInfluence : One random projection of the whole gradient.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.neural_network import MLPClassifier
+    >>> from dataval import LoGraInfluence
+    >>> X, y = load_iris(return_X_y=True)
+    >>> mlp = MLPClassifier((16,), max_iter=2000, random_state=0).fit(X, y)
+    >>> logra = LoGraInfluence(projection_dim=4, random_state=0).fit(mlp, X, y)
+    >>> logra.eigenvalues_["layer0"].shape
+    torch.Size([4, 4])
+    >>> logra.score(X[:3], y[:3]).shape
+    (3, 150)
+    """
+
+    _parameter_constraints = {
+        **EKFACInfluence._parameter_constraints,
+        "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
+        "curvature": [StrOptions({"ekfac", "kfac"})],
+    }
+
+    def __init__(
+        self,
+        projection_dim=64,
+        curvature="ekfac",
+        damping="auto",
+        fisher="true",
+        layers=None,
+        query_rank=None,
+        loss="auto",
+        batch_size=256,
+        device="auto",
+        dtype=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.projection_dim = projection_dim
+        self.curvature = curvature
+        super().__init__(
+            damping=damping,
+            fisher=fisher,
+            layers=layers,
+            query_rank=query_rank,
+            loss=loss,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            random_state=random_state,
+            verbose=verbose,
+        )
+
+    @property
+    def _corrects_eigenvalues(self):
+        return self.curvature == "ekfac"
+
+    def _select_layers(self):
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        generator = torch.Generator(device=self.device_).manual_seed(seed)
+        k, layers = self.projection_dim, []
+        for layer in super()._select_layers():
+            P_in = _orthonormal_rows(k, layer.d_in, generator, self.dtype_)
+            P_out = _orthonormal_rows(k, layer.d_out, generator, self.dtype_)
+            layers.append(_ProjectedLayer(layer, P_in, P_out))
+        self.projections_ = {layer.name: (layer.P_in, layer.P_out) for layer in layers}
+        return layers
+
+    def _fit_eigenvalues(self, signals):
+        if self.curvature == "ekfac":
+            return super()._fit_eigenvalues(signals)
+        return KFACInfluence._fit_eigenvalues(self, signals)
