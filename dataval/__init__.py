@@ -13,6 +13,7 @@ from ._estimators._exact import ExactInfluence
 from ._estimators._kfac import KFACInfluence
 from ._estimators._lissa import LiSSAInfluence
 from ._estimators._logra import LoGraInfluence
+from ._estimators._source import SourceInfluence
 from ._estimators._tracin import TracIn
 from ._estimators._trak import TRAKInfluence
 from ._filters._filtered import FilteredEstimator
@@ -31,6 +32,7 @@ __all__ = [
     "LoGraInfluence",
     "LiSSAInfluence",
     "MislabelFilter",
+    "SourceInfluence",
     "TRAKInfluence",
     "TracIn",
     "config_context",

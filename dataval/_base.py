@@ -105,13 +105,25 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         grad_dtype = resolve_dtype(self.dtype, self._default_dtype)
         adapted = adapt_model(model, self.loss, X, y)
         X_t, y_t = adapted.prepare_X(X), adapted.prepare_y(y)
-        self.model_ = FunctionalModel(adapted, device, grad_dtype)
-        self.device_ = device
-        self.dtype_ = torch.promote_types(grad_dtype, torch.float32)
-        self.n_train_ = len(X_t)
-        self.n_params_ = self.model_.n_params
-        self.train_index_ = pd.Index(index).rename("train")
-        self._X_train, self._y_train = X_t, y_t
+        self._set_training(
+            FunctionalModel(adapted, device, grad_dtype),
+            X_t,
+            y_t,
+            pd.Index(index).rename("train"),
+        )
+
+    def _set_training(self, model, X, y, train_index):
+        """The fitted state ``_fit_curvature`` reads: a model and prepared data.
+
+        Lets an estimator fit others on its own model's checkpoints.
+        """
+        self.model_ = model
+        self.device_ = model.device
+        self.dtype_ = torch.promote_types(model.dtype, torch.float32)
+        self.n_train_ = len(X)
+        self.n_params_ = model.n_params
+        self.train_index_ = train_index
+        self._X_train, self._y_train = X, y
 
     @abstractmethod
     def _fit_curvature(self):

@@ -16,15 +16,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import InvalidParameterError
 
 import dataval
-from dataval import ExactInfluence, LoGraInfluence, TracIn, TRAKInfluence
+from dataval import (
+    ExactInfluence,
+    LoGraInfluence,
+    SourceInfluence,
+    TracIn,
+    TRAKInfluence,
+)
 
 ESTIMATORS = [
     ExactInfluence(damping=0.01),
     TracIn(),
     TRAKInfluence(projection_dim=8, random_state=0),
     LoGraInfluence(projection_dim=2, random_state=0),
+    SourceInfluence(learning_rates=0.1, steps=100, random_state=0),
 ]
-IDS = ["exact", "tracin", "trak", "logra"]
+IDS = ["exact", "tracin", "trak", "logra", "source"]
 
 
 @pytest.fixture
@@ -177,9 +184,9 @@ def test_user_module_is_left_unchanged(estimator, iris):
     _assert_same_state(before, _module_state(module))
     # dropout and batch norm ran in eval mode: the scores are deterministic
     pd.testing.assert_frame_equal(first, estimator.score(X_test, torch.tensor(y_test)))
-    # frozen parameters are not part of the influence (LoGra's n_params_ counts
-    # projected dimensions instead)
-    if not isinstance(estimator, LoGraInfluence):
+    # frozen parameters are not part of the influence (Kronecker-factored
+    # estimators count their layers' parameters, LoGra projected dimensions)
+    if not isinstance(estimator, (LoGraInfluence, SourceInfluence)):
         assert estimator.n_params_ == sum(
             p.numel() for p in module.parameters() if p.requires_grad
         )

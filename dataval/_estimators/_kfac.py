@@ -295,12 +295,22 @@ class KFACInfluence(BaseInfluence):
     def _apply_inverse(self, G):
         if isinstance(G, _TrainingBatch):
             G = _flatten(G)
+        return self._apply_spectral(G, torch.reciprocal)
+
+    def _apply_spectral(self, G, function):
+        """Rows of ``G`` (m, p) times ``function`` of the damped curvature.
+
+        ``function`` maps each layer's damped eigenvalues (d_out, d_in) to the
+        values the matrix function takes in the Kronecker eigenbasis.
+        """
         out = torch.empty_like(G)
         for layer, sl in zip(self._layer_list, self._slices):
             Q_S, Q_A = self._bases[layer.name]
             V = G[:, sl].reshape(-1, layer.d_out, layer.d_in)
             rotated = Q_S.T @ V @ Q_A
-            rotated /= self.eigenvalues_[layer.name] + self.damping_[layer.name]
+            rotated *= function(
+                self.eigenvalues_[layer.name] + self.damping_[layer.name]
+            )
             out[:, sl] = (Q_S @ rotated @ Q_A.T).reshape(len(G), -1)
         return out
 
