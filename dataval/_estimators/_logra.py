@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval
 
 from .._layers import Layer
 from ._ekfac import EKFACInfluence
@@ -76,7 +76,7 @@ class LoGraInfluence(EKFACInfluence):
     model's L2 term keep their meaning. A side of a layer at most
     ``projection_dim`` wide is not projected, so with ``projection_dim=None``
     or at least every layer's width the result is :class:`KFACInfluence`
-    (``curvature="kfac"``) or :class:`EKFACInfluence` (``"ekfac"``).
+    (``eigenvalue_correction=False``) or :class:`EKFACInfluence` (``True``).
 
     Memory per training row and layer position is ``k_in + k_out`` numbers
     for the signals and ``k_in k_out`` for a projected gradient; the factors
@@ -87,9 +87,10 @@ class LoGraInfluence(EKFACInfluence):
     projection_dim : int or None, default=64
         Projected width of each layer's inputs (bias coordinate included) and
         of its output gradients. ``None`` projects nothing.
-    curvature : {"ekfac", "kfac"}, default="ekfac"
-        The curvature in the projected space: K-FAC, or K-FAC's eigenbases
-        with eigenvalues refitted to the projected gradients (EK-FAC).
+    eigenvalue_correction : bool, default=True
+        The curvature in the projected space: K-FAC's eigenbases with
+        eigenvalues refitted to the projected gradients (EK-FAC), or with
+        ``False`` plain K-FAC.
     damping : "auto" or float, default="auto"
         As in :class:`KFACInfluence`, in the projected space.
     fisher : {"true", "empirical", "ggn"}, default="true"
@@ -108,6 +109,8 @@ class LoGraInfluence(EKFACInfluence):
         Floating dtype; ``None`` means float32.
     random_state : int, RandomState instance or None, default=None
         Seeds the projections and the targets sampled by ``fisher="true"``.
+    n_jobs : int, default=None
+        As in :class:`KFACInfluence`.
     verbose : int, default=0
         Show progress bars when positive.
 
@@ -151,13 +154,13 @@ class LoGraInfluence(EKFACInfluence):
     _parameter_constraints = {
         **EKFACInfluence._parameter_constraints,
         "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
-        "curvature": [StrOptions({"ekfac", "kfac"})],
+        "eigenvalue_correction": ["boolean"],
     }
 
     def __init__(
         self,
         projection_dim=64,
-        curvature="ekfac",
+        eigenvalue_correction=True,
         damping="auto",
         fisher="true",
         layers=None,
@@ -167,10 +170,11 @@ class LoGraInfluence(EKFACInfluence):
         device="auto",
         dtype=None,
         random_state=None,
+        n_jobs=None,
         verbose=0,
     ):
         self.projection_dim = projection_dim
-        self.curvature = curvature
+        self.eigenvalue_correction = eigenvalue_correction
         super().__init__(
             damping=damping,
             fisher=fisher,
@@ -181,25 +185,28 @@ class LoGraInfluence(EKFACInfluence):
             device=device,
             dtype=dtype,
             random_state=random_state,
+            n_jobs=n_jobs,
             verbose=verbose,
         )
 
     @property
     def _corrects_eigenvalues(self):
-        return self.curvature == "ekfac"
+        return self.eigenvalue_correction
 
     def _select_layers(self):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         generator = torch.Generator(device=self.device_).manual_seed(seed)
         k, layers = self.projection_dim, []
         for layer in super()._select_layers():
-            P_in = _orthonormal_rows(k, layer.d_in, generator, self.dtype_)
-            P_out = _orthonormal_rows(k, layer.d_out, generator, self.dtype_)
+            # in the dtype of the signals they project
+            dtype = self.model_.dtype
+            P_in = _orthonormal_rows(k, layer.d_in, generator, dtype)
+            P_out = _orthonormal_rows(k, layer.d_out, generator, dtype)
             layers.append(_ProjectedLayer(layer, P_in, P_out))
         self.projections_ = {layer.name: (layer.P_in, layer.P_out) for layer in layers}
         return layers
 
     def _fit_eigenvalues(self, signals):
-        if self.curvature == "ekfac":
+        if self.eigenvalue_correction:
             return super()._fit_eigenvalues(signals)
         return KFACInfluence._fit_eigenvalues(self, signals)

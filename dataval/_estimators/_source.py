@@ -83,6 +83,8 @@ class SourceInfluence(BaseInfluence):
         Floating dtype; ``None`` means float32.
     random_state : int, RandomState instance or None, default=None
         Seed of the targets sampled by ``fisher="true"``.
+    n_jobs : int, default=None
+        As in :class:`KFACInfluence`.
     verbose : int, default=0
         Show progress bars when positive.
 
@@ -148,6 +150,7 @@ class SourceInfluence(BaseInfluence):
         device="auto",
         dtype=None,
         random_state=None,
+        n_jobs=None,
         verbose=0,
     ):
         self.checkpoints = checkpoints
@@ -161,6 +164,7 @@ class SourceInfluence(BaseInfluence):
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     def _fit_curvature(self):
