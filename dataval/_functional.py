@@ -20,6 +20,18 @@ from ._adapters import layer_of
 _FORWARD_AD = threading.RLock()
 
 
+def loss_hessians(loss, output, target):
+    """Hessian of each row's loss in its flattened output, ``(B, k, k)``."""
+
+    def row_loss(o, t):
+        return loss(o.unsqueeze(0), t.unsqueeze(0)).sum()
+
+    with _FORWARD_AD:
+        hessians = vmap(jacfwd(jacrev(row_loss)))(output, target)
+    k = output[0].numel()
+    return hessians.reshape(len(output), k, k)
+
+
 @contextmanager
 def eval_mode(module):
     """Put ``module`` in eval mode inside the block, restoring each submodule."""
@@ -164,15 +176,7 @@ class FunctionalModel:
 
     def output_hessians(self, X, y):
         """Hessian of each row's loss in its flattened output, ``(B, k, k)``."""
-        output = self.outputs(X)
-
-        def row_loss(o, target):
-            return self.adapted.loss(o.unsqueeze(0), target.unsqueeze(0)).sum()
-
-        with _FORWARD_AD:
-            hessians = vmap(jacfwd(jacrev(row_loss)))(output, y)
-        k = output[0].numel()
-        return hessians.reshape(len(output), k, k)
+        return loss_hessians(self.adapted.loss, self.outputs(X), y)
 
     def curvature_matvec(self, V, X, y, curvature="hessian"):
         """``V @ C`` for the summed loss of a batch, ``V`` of shape ``(k, p)``.

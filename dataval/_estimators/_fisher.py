@@ -18,7 +18,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.func import jacfwd, jacrev, vmap
 
 from .._adapters._losses import (
     BinaryCrossEntropyLoss,
@@ -26,6 +25,7 @@ from .._adapters._losses import (
     CrossEntropyLoss,
     SquaredErrorLoss,
 )
+from .._functional import loss_hessians
 
 # output dimensions per row above which "ggn" (k backward passes) is refused
 _MAX_GGN_OUTPUTS = 1024
@@ -88,7 +88,7 @@ def loss_gradient(loss, output, target):
 
 def hessian_root_columns(loss, output, target):
     """(k, *output.shape): ``sum_c v_c v_c^T`` is each row's output Hessian."""
-    n, k = output.shape[0], output[0].numel()
+    k = output[0].numel()
     if k > _MAX_GGN_OUTPUTS:
         raise ValueError(
             f"fisher='ggn' needs one backward pass per output dimension; the model "
@@ -96,10 +96,7 @@ def hessian_root_columns(loss, output, target):
             "fisher='true', which samples one target per row."
         )
 
-    def row_loss(o, t):
-        return loss(o[None], t[None]).sum()
-
-    hessians = vmap(jacfwd(jacrev(row_loss)))(output, target).reshape(n, k, k)
+    hessians = loss_hessians(loss, output, target)  # (n, k, k)
     values, vectors = torch.linalg.eigh((hessians + hessians.mT) / 2)
     roots = vectors * values.clamp(min=0).sqrt()[:, None, :]  # (n, k, k), columns
     return roots.permute(2, 0, 1).reshape(k, *output.shape)
