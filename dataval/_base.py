@@ -87,9 +87,22 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         self : object
             The fitted estimator.
         """
-        self._fit_model(model, X, y)
-        self._fit_curvature()
+        # a refit never mixes two fits' state, and a fit that raises leaves
+        # the estimator unfitted
+        self._forget_fit()
+        try:
+            self._fit_model(model, X, y)
+            self._fit_curvature()
+        except BaseException:
+            self._forget_fit()
+            raise
         return self
+
+    def _forget_fit(self):
+        """Drop every attribute that is not a constructor parameter."""
+        params = self.get_params(deep=False)
+        for name in [name for name in vars(self) if name not in params]:
+            delattr(self, name)
 
     def _fit_model(self, model, X, y):
         """Everything ``fit`` does before ``_fit_curvature``: cheap, no pass over X."""

@@ -1,10 +1,13 @@
 """A fitted model as pure functions of one flat parameter vector.
 
 Everything that differentiates the model goes through :class:`FunctionalModel`:
-per-sample gradients, Hessian- and Gauss-Newton-vector products. It works on
-copies of the parameters, so the user's module is never modified: parameters,
-``requires_grad`` and hooks are untouched and train/eval mode is restored
-after every call, also when an error is raised.
+per-sample gradients, Hessian- and Gauss-Newton-vector products. It never sees
+the user's module: the adapters hand it a private copy (made once, at ``fit``,
+sharing no tensor with the user's), kept in eval mode. Computing a gradient
+swaps tensors into a module's parameter slots (``functional_call``) and layer
+hooks are registered on it, so each thread that computes at a given time
+borrows its own shallow copy of that private module from a pool
+(:class:`ModulePool`): several threads may score one fitted estimator at once.
 """
 
 import threading
@@ -14,6 +17,7 @@ import torch
 from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vjp, vmap
 
 from ._adapters import layer_of
+from ._parallel import copy_sharing_tensors
 
 # torch's forward-mode AD levels are process-wide, not per thread: two threads
 # running jvp/jacfwd at once fail ("no level exists"), so they take turns
@@ -32,16 +36,54 @@ def loss_hessians(loss, output, target):
     return hessians.reshape(len(output), k, k)
 
 
-@contextmanager
-def eval_mode(module):
-    """Put ``module`` in eval mode inside the block, restoring each submodule."""
-    modes = [(m, m.training) for m in module.modules()]
-    try:
-        module.eval()
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
+class ModulePool:
+    """Copies of one private module, one per thread computing with it.
+
+    The copies share the module's tensors (read-only: ``functional_call``
+    swaps tensors into a copy's own parameter slots and never writes to the
+    tensors) and each has its own slots and hooks. A thread borrows a copy
+    for the duration of a computation; nested borrows in one thread return
+    the same copy. The module itself is never lent, so it never carries a
+    thread's hooks into a new copy. Pickling keeps the module only.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self._free = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @contextmanager
+    def borrow(self):
+        """The calling thread's copy of the module, for the ``with`` block."""
+        module = getattr(self._local, "module", None)
+        if module is not None:
+            yield module
+            return
+        with self._lock:
+            module = self._free.pop() if self._free else None
+        if module is None:
+            module = copy_sharing_tensors(self.module)
+        self._local.module = module
+        try:
+            yield module
+        finally:
+            self._local.module = None
+            with self._lock:
+                self._free.append(module)
+
+    def current(self):
+        """The module borrowed by the calling thread."""
+        module = getattr(self._local, "module", None)
+        if module is None:
+            raise RuntimeError("a model computation ran outside ModulePool.borrow()")
+        return module
+
+    def __getstate__(self):
+        return {"module": self.module}
+
+    def __setstate__(self, state):
+        self.__init__(state["module"])
 
 
 def _layer_slices(names, shapes):
@@ -100,6 +142,7 @@ class FunctionalModel:
             ]
         ).to(device)
         self.layers = _layer_slices(self.names, self.shapes)
+        self.modules = ModulePool(adapted.module)
 
     @property
     def n_params(self):
@@ -117,9 +160,13 @@ class FunctionalModel:
             for name, piece, shape in zip(self.names, pieces, self.shapes)
         }
 
+    def borrow(self):
+        """Context manager: the calling thread's copy of the private module."""
+        return self.modules.borrow()
+
     def _forward(self, theta, X):
         return functional_call(
-            self.adapted.module, (self.unflatten(theta), self.fixed), (X,)
+            self.modules.current(), (self.unflatten(theta), self.fixed), (X,)
         )
 
     def _sample_loss(self, theta, x, target):
@@ -136,7 +183,7 @@ class FunctionalModel:
 
     def outputs(self, X):
         """Model outputs for a prepared batch, without gradients."""
-        with eval_mode(self.adapted.module), torch.no_grad():
+        with self.borrow(), torch.no_grad():
             return self._forward(self.theta, X)
 
     def forward(self, X):
@@ -147,22 +194,22 @@ class FunctionalModel:
         reach the user's tensors.
         """
         theta = self.theta.detach().requires_grad_()
-        with eval_mode(self.adapted.module), torch.enable_grad():
+        with self.borrow(), torch.enable_grad():
             return self._forward(theta, X)
 
     def losses(self, X, y):
         """Per-sample losses ``(B,)`` for a prepared batch."""
-        with eval_mode(self.adapted.module), torch.no_grad():
+        with self.borrow(), torch.no_grad():
             return self.adapted.loss(self._forward(self.theta, X), y)
 
     def per_sample_grads(self, X, y):
         """Gradients of each row's loss, ``(B, p)``."""
-        with eval_mode(self.adapted.module):
+        with self.borrow():
             return vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self.theta, X, y)
 
     def batch_grad(self, X, y):
         """Gradient of the summed loss of a batch, ``(p,)``."""
-        with eval_mode(self.adapted.module):
+        with self.borrow():
             return grad(self._batch_loss)(self.theta, X, y)
 
     def per_sample_jacobians(self, X):
@@ -171,7 +218,7 @@ class FunctionalModel:
         def row_output(theta, x):
             return self._forward(theta, x.unsqueeze(0)).reshape(-1)
 
-        with eval_mode(self.adapted.module):
+        with self.borrow():
             return vmap(jacrev(row_output), in_dims=(None, 0))(self.theta, X)
 
     def output_hessians(self, X, y):
@@ -185,7 +232,7 @@ class FunctionalModel:
         Gauss-Newton matrix ``J^T H_out J`` (``"ggn"``). No regularizer, no
         normalization: callers add ``l2`` and divide by ``n``.
         """
-        with eval_mode(self.adapted.module), _FORWARD_AD:
+        with self.borrow(), _FORWARD_AD:
             if curvature == "hessian":
                 gradient = grad(self._batch_loss)
 

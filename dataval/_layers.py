@@ -8,8 +8,8 @@ coordinate for the bias (absent when the layer has no trainable bias).
 Kronecker-factored curvature and gradient projections work on ``a`` and ``g``
 directly, without forming per-sample gradients.
 
-Forward hooks exist only inside :func:`capture` and are removed when it
-returns or raises, so the user's module is left exactly as it was.
+Forward hooks exist only inside :func:`capture`, on the calling thread's copy
+of the private module, and are removed when it returns or raises.
 """
 
 from contextlib import contextmanager
@@ -83,6 +83,7 @@ def select_layers(module, names=None):
     a submodule, not a supported layer or has a frozen weight raises an error.
     """
     modules = dict(module.named_modules())
+    _check_untied(module)
     supported = [
         name
         for name, m in modules.items()
@@ -119,6 +120,23 @@ def select_layers(module, names=None):
     return [Layer(name, modules[name]) for name in supported if name in names]
 
 
+def _check_untied(module):
+    """Refuse a supported layer whose weight is also used under another name."""
+    names = {}
+    for name, parameter in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    for name, m in module.named_modules():
+        if _is_supported(m) and len(names.get(id(m.weight), ())) > 1:
+            raise ValueError(
+                f"The model ties the weight of layer {name!r} to "
+                f"{[n for n in names[id(m.weight)] if n != f'{name}.weight']}: a "
+                "shared weight's gradient sums over its uses, which one "
+                "Kronecker-factored block per layer cannot represent. Use "
+                "ExactInfluence, CGInfluence or ArnoldiInfluence (which handle tied "
+                "weights), or untie the weights."
+            )
+
+
 def _recorder(calls):
     def hook(module, inputs, output):
         calls.append((inputs[0].detach(), output))
@@ -130,14 +148,15 @@ def _recorder(calls):
 
 
 @contextmanager
-def _recording(layers):
+def _recording(module, layers):
     # {name: [(input, output), ...]}: one entry per call (shared layers: several)
     records = {layer.name: [] for layer in layers}
     handles = []
     try:
         for layer in layers:
             hook = _recorder(records[layer.name])
-            handles.append(layer.module.register_forward_hook(hook))
+            submodule = module.get_submodule(layer.name)
+            handles.append(submodule.register_forward_hook(hook))
         yield records
     finally:
         for handle in handles:
@@ -165,7 +184,8 @@ def capture(model, layers, X, output_vectors):
         called several times per forward pass has its calls side by side
         along L.
     """
-    with _recording(layers) as records:
+    # hooks go on the copy of the module this thread computes with
+    with model.borrow() as module, _recording(module, layers) as records:
         output = model.forward(X)
     unused = [name for name, calls in records.items() if not calls]
     if unused:

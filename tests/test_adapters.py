@@ -163,7 +163,10 @@ def test_compiled_module_is_unwrapped():
     adapted = adapt_model(
         compiled, "auto", torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
     )
-    assert adapted.module is module
+    # a private, uncompiled copy of the module
+    assert type(adapted.module) is torch.nn.Linear
+    assert adapted.module is not module
+    assert torch.equal(adapted.module.weight, module.weight)
 
 
 def _skorch_classifier(**kwargs):

@@ -94,10 +94,15 @@ def test_hooks_removed_even_on_error():
 
 
 def test_unused_layer_raises():
-    module = nn.Sequential(nn.Linear(3, 2)).double()
-    unused = nn.Linear(3, 3).double()
-    module.add_module("spare", unused)
-    module.forward = lambda x: module[0](x)
+    class Spare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = nn.Linear(3, 2), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    module = Spare().double()
     X, y = torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 0, 1])
     fm = _functional(module, X, y)
     with pytest.raises(ValueError, match=r"\['spare'\] are not called"):

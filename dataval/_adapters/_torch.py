@@ -1,6 +1,7 @@
 """torch modules and skorch nets."""
 
 import copy
+import types
 
 import numpy as np
 import torch
@@ -22,22 +23,74 @@ def unwrap_compiled(module):
     return getattr(module, "_orig_mod", module)
 
 
-def _probe_outputs(module, X):
-    # one row, eval mode restored afterwards, to learn the output shape
-    modes = [(m, m.training) for m in module.modules()]
+def private_copy(module):
+    """A deep copy of ``module`` in eval mode, sharing no tensor with it.
+
+    Everything dataval computes runs on this copy, so the user's module (its
+    parameter objects, ``requires_grad``, mode, hooks and ``.grad``) is only
+    ever read, once, here.
+    """
+    module = unwrap_compiled(module)
+    _check_no_backward_hooks(module)
     try:
-        module.eval()
-        param = next(module.parameters(), None)
-        x = X[:1]
-        if param is not None:
-            x = x.to(param.device)
-            if x.is_floating_point():
-                x = x.to(param.dtype)
-        with torch.no_grad():
-            return module(x)
-    finally:
-        for m, training in modes:
-            m.training = training
+        copied = copy.deepcopy(module)
+    except Exception as error:
+        raise TypeError(
+            f"dataval works on a private copy of the model, and copy.deepcopy failed "
+            f"on this {type(module).__name__}: {error}. Make the module deep-copyable "
+            "(e.g. do not keep tensors computed from parameters as attributes)."
+        ) from error
+    for parameter in copied.parameters():
+        parameter.grad = None
+    if not any(p.requires_grad for p in copied.parameters()):
+        raise ValueError(
+            f"The {type(module).__name__} passed as model has no trainable "
+            "parameters (none with requires_grad=True): influence is taken with "
+            "respect to the trainable parameters. Set requires_grad=True on those "
+            "the model was trained with."
+        )
+    return copied.eval()
+
+
+def _check_no_backward_hooks(module):
+    for name, m in module.named_modules():
+        if isinstance(vars(m).get("forward"), types.FunctionType):
+            # a function set on the instance keeps pointing at what its closure
+            # saw, not at dataval's copy: gradients would silently be wrong
+            where = f"submodule {name!r}" if name else "the module"
+            raise ValueError(
+                f"forward of {where} is a function assigned to the instance "
+                "(module.forward = ...); dataval computes on a copy of the model, "
+                "which such a function does not follow. Define forward in a "
+                "torch.nn.Module subclass instead."
+            )
+        if m._backward_hooks or m._backward_pre_hooks:
+            where = f"submodule {name!r}" if name else "the module"
+            raise ValueError(
+                f"The model has a backward hook on {where} (register_full_backward_"
+                "hook or register_full_backward_pre_hook). dataval differentiates the "
+                "model with torch.func, which cannot run module backward hooks, and "
+                "such hooks may change the gradients influence is made of. Remove it "
+                "(handle.remove()) before fit, or pass a copy of the model without it."
+            )
+
+
+def _probe_outputs(module, X):
+    """The outputs of the private module for one row, to learn their shape."""
+    param = next(module.parameters())
+    x = X[:1].to(param.device)
+    if x.is_floating_point():
+        x = x.to(param.dtype)
+    with torch.no_grad():
+        output = module(x)
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"The model's forward returns a {type(output).__name__}, not a tensor; "
+            "dataval needs the outputs the loss is computed from as one tensor. Wrap "
+            "the model in a small torch.nn.Module whose forward returns that tensor "
+            "(e.g. the logits: return self.model(x)[0])."
+        )
+    return output
 
 
 def _auto_loss(output, y):
@@ -52,15 +105,16 @@ def _auto_loss(output, y):
 
 def adapt_torch(module, loss, X, y):
     """A torch module with ``loss="auto"`` or a per-sample callable."""
-    module = unwrap_compiled(module)
+    module = private_copy(module)
+    output = _probe_outputs(module, to_tensor(X))
     if loss == "auto":
-        X_t, y_t = to_tensor(X), to_tensor(y)
+        y_t = to_tensor(y)
         if not (y_t.is_floating_point() or y_t.dtype in (torch.int64, torch.int32)):
             raise ValueError(
                 f"loss='auto' needs integer class labels or float targets, got y of "
                 f"dtype {y_t.dtype}; encode labels as integers 0..K-1."
             )
-        loss_fn, n_classes = _auto_loss(_probe_outputs(module, X_t), y_t)
+        loss_fn, n_classes = _auto_loss(output, y_t)
     else:
         loss_fn, n_classes = CallableLoss(loss), None
     return AdaptedModel(
@@ -84,9 +138,10 @@ def adapt_skorch(net, loss, X, y):
             f"The {type(net).__name__} passed to fit is not initialized; fit it on the "
             "training data first (influence describes a trained model)."
         )
-    module = unwrap_compiled(net.module_)
     if loss != "auto":
-        return adapt_torch(module, loss, X, y)
+        return adapt_torch(net.module_, loss, X, y)
+    module = private_copy(net.module_)
+    output = _probe_outputs(module, to_tensor(X))
     from skorch import NeuralNetClassifier
 
     criterion = copy.deepcopy(net.criterion_)
@@ -96,7 +151,6 @@ def adapt_skorch(net, loss, X, y):
     )
     n_classes = None
     if isinstance(criterion, (torch.nn.NLLLoss, torch.nn.CrossEntropyLoss)):
-        output = _probe_outputs(module, to_tensor(X))
         n_classes = output.shape[1]
     adapted = AdaptedModel(
         module,
