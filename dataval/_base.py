@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ._adapters import adapt_model
 from ._config import get_config
+from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
 from ._validation import check_X_y, resolve_device, resolve_dtype
@@ -93,6 +94,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         try:
             self._fit_model(model, X, y)
             self._fit_curvature()
+            check_fitted_state(self)
         except BaseException:
             self._forget_fit()
             raise
@@ -292,8 +294,8 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         index = check_X_y(X, y, name_X="X_test", name_y="y_test")
         adapted = self.model_.adapted
         return (
-            adapted.prepare_X(X),
-            adapted.prepare_y(y),
+            adapted.prepare_X(X, "X_test"),
+            adapted.prepare_y(y, "y_test"),
             pd.Index(index).rename("test"),
         )
 
@@ -331,6 +333,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
                 for j0, block in blocks:
                     j0 += start
                     out[:, t0 : t0 + len(Q), j0 : j0 + block.shape[2]] = block
+        check_finite(self, out, "score", (X_t, y_t, index))
         if not by_layer:
             return pd.DataFrame(out[0], index=index, columns=self.train_index_)
         rows = pd.MultiIndex.from_product(
@@ -411,6 +414,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             scores, chosen = scores.topk(k, dim=1)
             values[t0 : t0 + len(Q)] = (sign * scores).numpy()
             positions[t0 : t0 + len(Q)] = at.gather(1, chosen).numpy()
+        check_finite(self, values, "top_k", (X_t, y_t, index))
         return pd.DataFrame(
             {
                 "test": np.repeat(index.to_numpy(), k),
@@ -444,13 +448,15 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         value : Series indexed by ``train``, float32
             Positive = the row helps the validation loss.
         """
-        X_t, y_t, _ = self._prepare_test(X_val, y_val)
+        X_t, y_t, index = self._prepare_test(X_val, y_val)
         total = None
         for _, X_b, y_b in self._batches(X_t, y_t, "validation"):
             g = self._gradients(X_b, y_b).sum(0)
             total = g if total is None else total + g
         q = self._apply_inverse((total / len(X_t))[None])
-        return self._training_series("_value_rows", "value", q)
+        value = self._training_series("_value_rows", "value", q)
+        check_finite(self, value.to_numpy(), "value", (X_t, y_t, index))
+        return value
 
     def _value_rows(self, store, q):
         return np.concatenate(
@@ -477,7 +483,9 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         self_influence : Series indexed by ``train``, float32
         """
         check_is_fitted(self)
-        return self._training_series("_self_influence_rows", "self_influence")
+        values = self._training_series("_self_influence_rows", "self_influence")
+        check_finite(self, values.to_numpy(), "self_influence")
+        return values
 
     def _self_influence_rows(self, store):
         return np.concatenate(

@@ -133,6 +133,8 @@ class FunctionalModel:
             [p.detach().reshape(-1).to(device, dtype) for p in params.values()]
         )
         self.fixed = {name: self._cast(t.detach()) for name, t in fixed.items()}
+        source = "model" if state_dict is None else "checkpoint"
+        _check_finite_tensors({**params, **fixed}, source)
         self.l2 = torch.cat(
             [
                 torch.as_tensor(adapted.l2.get(name, 0.0), dtype=dtype)
@@ -249,6 +251,16 @@ class FunctionalModel:
                     return output_vjp(hjv)[0]
 
             return vmap(product)(V)
+
+
+def _check_finite_tensors(tensors, source):
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FloatingPointError(
+                f"The {source}'s tensor {name!r} contains NaN or infinity; influence "
+                f"of a {source} with non-finite parameters or buffers is undefined. "
+                "Use a model (or checkpoint) saved before training diverged."
+            )
 
 
 def _from_state(state_dict, name, default):

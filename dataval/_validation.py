@@ -1,4 +1,4 @@
-"""Input checks shared by every estimator: rows, indexes, finiteness."""
+"""Input checks shared by every estimator: rows, indexes, values, finiteness."""
 
 import numbers
 
@@ -31,9 +31,11 @@ def _n_rows(obj, name):
 
 
 def check_X_y(X, y, *, name_X="X", name_y="y"):
-    """Check that ``X`` and ``y`` are non-empty, aligned and finite.
+    """Check that ``X`` and ``y`` are non-empty, aligned, and ``y`` is complete.
 
-    Returns the row index (``X.index`` for pandas, else a RangeIndex).
+    The values of ``X`` are checked by :func:`check_features` once the model's
+    own transforms (a Pipeline's leading steps) have run. Returns the row
+    index (``X.index`` for pandas, else a RangeIndex).
     """
     if X is None or y is None:
         raise ValueError(f"{name_X} and {name_y} are both required, got None.")
@@ -47,30 +49,135 @@ def check_X_y(X, y, *, name_X="X", name_y="y"):
         raise ValueError(
             f"{name_X} and {name_y} are empty; at least one row is needed."
         )
-    for obj, name in ((X, name_X), (y, name_y)):
-        _check_finite(obj, name)
-    return row_index(X, y)
+    index = row_index(X, y)
+    _check_complete(y, name_y, index)
+    return index
 
 
-def _check_finite(obj, name):
-    if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
-            raise ValueError(
-                f"{name} contains NaN or infinity; clean or impute it first."
-            )
+def _rows_text(bad, index):
+    """``"rows [...]"``: the index labels of the rows flagged in ``bad`` (n,)."""
+    labels = pd.Index(index)[np.flatnonzero(bad)]
+    more = f" and {len(labels) - 10} more" if len(labels) > 10 else ""
+    return f"rows {labels[:10].tolist()}{more}"
+
+
+def _missing(values):
+    """(n,) rows of an array holding NaN, infinity, None or pd.NA."""
+    values = np.asarray(values)
+    if values.dtype.kind in "fc":
+        bad = ~np.isfinite(values)
+    elif values.dtype.kind == "O":
+        bad = pd.isna(values) | np.vectorize(_is_infinite, otypes=[bool])(values)
+    else:
+        return np.zeros(len(values), bool)
+    return bad.reshape(len(values), -1).any(1)
+
+
+def _is_infinite(value):
+    return isinstance(value, numbers.Real) and not np.isfinite(value)
+
+
+def _check_complete(y, name, index):
+    values = to_numpy(y) if not isinstance(y, torch.Tensor) else y.detach().cpu()
+    if isinstance(values, torch.Tensor):
+        if not values.is_floating_point():
+            return
+        values = values.numpy()
+    bad = _missing(values)
+    if bad.any():
+        raise ValueError(
+            f"{name} contains missing or infinite values (NaN, None, pd.NA or inf) "
+            f"in {_rows_text(bad, index)}; drop those rows or fill them in first."
+        )
+
+
+def feature_names_of(X):
+    """The column names of a DataFrame whose columns are all strings, else None."""
+    if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
+        return np.asarray(X.columns, dtype=object)
+    return None
+
+
+def check_feature_names(X, expected, name="X"):
+    """Refuse a DataFrame whose columns differ from, or reorder, ``expected``.
+
+    As scikit-learn does: without names on either side there is nothing to
+    compare.
+    """
+    names = feature_names_of(X)
+    if expected is None or names is None:
         return
-    try:
-        values = np.asarray(obj)
-    except (TypeError, ValueError):
+    if len(names) == len(expected) and np.all(names == expected):
         return
-    if values.dtype.kind in "fc" and not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinity; clean or impute it first.")
-    if values.dtype.kind == "O":
-        numeric = [v for v in values.ravel() if isinstance(v, numbers.Real)]
-        if numeric and not np.isfinite(np.asarray(numeric, dtype=float)).all():
+    seen = set(expected)
+    unseen = [c for c in names if c not in seen]
+    missing = [c for c in expected if c not in set(names)]
+    problem = ""
+    if unseen:
+        problem += f" Columns not seen at fit: {unseen[:10]}."
+    if missing:
+        problem += f" Columns seen at fit but missing now: {missing[:10]}."
+    if not unseen and not missing:
+        problem = " They are the same columns in another order."
+    raise ValueError(
+        f"The columns of {name} must be the feature names seen at fit, in the same "
+        f"order.{problem} Select them as {name}[{list(expected)[:10]}...] "
+        "(the order of feature_names_in_)."
+    )
+
+
+def check_features(X, name="X"):
+    """``X`` as numbers a model can take; errors name the columns or rows at fault.
+
+    DataFrames must have numeric (or boolean) columns without missing values
+    and become float64 arrays. Object arrays are converted to float64.
+    Integer arrays and tensors are kept as they are (indices for embedding
+    layers). Floating values must be finite.
+    """
+    index = row_index(X)
+    if isinstance(X, pd.DataFrame):
+        non_numeric = [
+            f"{column!r} ({dtype})"
+            for column, dtype in X.dtypes.items()
+            if not pd.api.types.is_numeric_dtype(dtype)
+        ]
+        if non_numeric:
             raise ValueError(
-                f"{name} contains NaN or infinity; clean or impute it first."
+                f"{name} has non-numeric columns {non_numeric[:10]}; the model takes "
+                "numbers. Encode them first, or pass a Pipeline whose leading steps "
+                "(e.g. OneHotEncoder in a ColumnTransformer) encode them."
             )
+        missing = X.columns[X.isna().to_numpy().any(0)].tolist()
+        if missing:
+            raise ValueError(
+                f"{name} has missing values (NaN, None or pd.NA) in columns "
+                f"{missing[:10]}; impute them (e.g. sklearn.impute.SimpleImputer, "
+                "as a Pipeline step of the model) or drop those rows first."
+            )
+        X = X.to_numpy(dtype=np.float64)
+    elif not isinstance(X, torch.Tensor):
+        X = to_numpy(X)
+        if X.dtype.kind == "O":
+            try:
+                X = X.astype(np.float64)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{name} holds values that are not numbers ({error}); encode "
+                    "them first, or pass a Pipeline whose leading steps do."
+                ) from None
+        elif X.dtype.kind not in "biufc":
+            raise ValueError(
+                f"{name} has dtype {X.dtype}, not numbers; encode it first, or pass "
+                "a Pipeline whose leading steps do."
+            )
+    values = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+    bad = _missing(values) if values.dtype.kind in "fc" else None
+    if bad is not None and bad.any():
+        raise ValueError(
+            f"{name} contains NaN or infinity in {_rows_text(bad, index)}; impute "
+            "or drop those rows first."
+        )
+    return X
 
 
 def to_numpy(obj):

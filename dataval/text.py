@@ -16,6 +16,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.utils.validation import check_is_fitted
 
+from ._finite import check_finite
+
 
 def tfidf_candidates(train_texts, query_texts, k=100, *, batch_size=1024, **params):
     """The ``k`` training texts most TF-IDF-similar to each query.
@@ -128,6 +130,7 @@ def score_candidates(estimator, X_test, y_test, candidates):
             for j0, G in estimator._training_rows(torch.from_numpy(union)):
                 block = estimator._influence(Q, G).float().cpu().numpy()
                 scores[t0 : t0 + len(Q), j0 : j0 + len(G)] = block
+        check_finite(estimator, scores, "score_candidates", (X_t, y_t, index))
         for i, positions in enumerate(chunk):
             values = scores[i, np.searchsorted(union, positions)]
             order = np.argsort(-values, kind="stable")

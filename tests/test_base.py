@@ -253,9 +253,11 @@ def test_fit_input_errors(iris):
         ExactInfluence().fit(clf, X, y[:-1])
     X_nan = X.copy()
     X_nan[3, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinity"):
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity in rows \[3\]"):
         ExactInfluence().fit(clf, X_nan, y)
-    with pytest.raises(ValueError, match="NaN or infinity"):
+    with pytest.raises(
+        ValueError, match=r"y contains missing or infinite.*rows \[0, 1"
+    ):
         ExactInfluence().fit(
             torch.nn.Linear(4, 1), torch.tensor(X), torch.full((90,), float("inf"))
         )

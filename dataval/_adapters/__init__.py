@@ -1,8 +1,10 @@
 """Turn any accepted model into an :class:`AdaptedModel`."""
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from .._validation import feature_names_of
 from ._model import AdaptedModel, layer_of
 from ._sklearn import SUPPORTED_SKLEARN, adapt_sklearn
 from ._torch import adapt_skorch, adapt_torch
@@ -27,6 +29,14 @@ def _is_skorch_net(model):
 
 def adapt_model(model, loss, X, y):
     """Read ``model`` (with its training data) into an :class:`AdaptedModel`."""
+    adapted = _adapt(model, loss, X, y)
+    # names the model was fitted with, else the columns seen now
+    names = getattr(model, "feature_names_in_", None)
+    adapted.feature_names = feature_names_of(X) if names is None else np.asarray(names)
+    return adapted
+
+
+def _adapt(model, loss, X, y):
     if _is_skorch_net(model):
         return adapt_skorch(model, loss, X, y)
     if isinstance(model, torch.nn.Module):

@@ -86,6 +86,12 @@ class CallableLoss:
                 "loss must return one value per sample (a tensor of shape "
                 "(batch,)), got a scalar; use reduction='none'."
             )
+        if values.shape[0] != output.shape[0]:
+            raise ValueError(
+                f"loss must return one value per row: for a batch of "
+                f"{output.shape[0]} rows it returned shape {tuple(values.shape)}; use "
+                "reduction='none'."
+            )
         return _per_row(values)
 
     def __repr__(self):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from .._validation import to_tensor
+from .._validation import check_features, to_tensor
 from ._losses import (
     BinaryCrossEntropyLoss,
     CallableLoss,
@@ -76,13 +76,23 @@ def _check_no_backward_hooks(module):
 
 
 def _probe_outputs(module, X):
-    """The outputs of the private module for one row, to learn their shape."""
+    """The outputs of the private module for two rows, to learn their shape."""
     param = next(module.parameters())
-    x = X[:1].to(param.device)
+    x = X[:2].to(param.device)
     if x.is_floating_point():
         x = x.to(param.dtype)
-    with torch.no_grad():
-        output = module(x)
+    try:
+        with torch.no_grad():
+            output = module(x)
+    except RuntimeError as error:
+        if x.is_floating_point():
+            raise
+        raise TypeError(
+            f"The model's forward failed on X of integer dtype {x.dtype} ({error}). "
+            "dataval passes integer X unchanged (indices for embedding layers); if X "
+            "holds features such as image pixels, convert it as the model was trained "
+            "(e.g. X.float() / 255) before fit and score."
+        ) from error
     if not isinstance(output, torch.Tensor):
         raise TypeError(
             f"The model's forward returns a {type(output).__name__}, not a tensor; "
@@ -90,7 +100,29 @@ def _probe_outputs(module, X):
             "the model in a small torch.nn.Module whose forward returns that tensor "
             "(e.g. the logits: return self.model(x)[0])."
         )
+    if output.ndim == 0 or output.shape[0] != len(x):
+        raise ValueError(
+            f"The model's forward returns shape {tuple(output.shape)} for a batch of "
+            f"{len(x)} rows; it must return one output per row (batch first)."
+        )
     return output
+
+
+def _target_checks(loss, output):
+    """``{target_shape | target_size: ...}`` that y must meet under ``loss``."""
+    if isinstance(loss, CrossEntropyLoss):
+        return {"target_shape": tuple(output.shape[2:])}
+    if isinstance(loss, (BinaryCrossEntropyLoss, SquaredErrorLoss)):
+        return {"target_size": int(output[0].numel())}
+    return {}
+
+
+def _check_callable_loss(loss, output, y):
+    """Call a user's loss on the probe rows, before any longer computation."""
+    y = to_tensor(y)[: len(output)].to(output.device)
+    if y.is_floating_point():
+        y = y.to(output.dtype)
+    loss(output, y)  # CallableLoss refuses anything but one value per row
 
 
 def _auto_loss(output, y):
@@ -106,7 +138,8 @@ def _auto_loss(output, y):
 def adapt_torch(module, loss, X, y):
     """A torch module with ``loss="auto"`` or a per-sample callable."""
     module = private_copy(module)
-    output = _probe_outputs(module, to_tensor(X))
+    X_t = to_tensor(check_features(X))
+    output = _probe_outputs(module, X_t)
     if loss == "auto":
         y_t = to_tensor(y)
         if not (y_t.is_floating_point() or y_t.dtype in (torch.int64, torch.int32)):
@@ -117,8 +150,14 @@ def adapt_torch(module, loss, X, y):
         loss_fn, n_classes = _auto_loss(output, y_t)
     else:
         loss_fn, n_classes = CallableLoss(loss), None
+        _check_callable_loss(loss_fn, output, y)
     return AdaptedModel(
-        module, loss_fn, n_classes=n_classes, description=type(module).__name__
+        module,
+        loss_fn,
+        n_classes=n_classes,
+        description=type(module).__name__,
+        feature_shape=tuple(X_t.shape[1:]),
+        **_target_checks(loss_fn, output),
     )
 
 
@@ -141,7 +180,8 @@ def adapt_skorch(net, loss, X, y):
     if loss != "auto":
         return adapt_torch(net.module_, loss, X, y)
     module = private_copy(net.module_)
-    output = _probe_outputs(module, to_tensor(X))
+    X_t = to_tensor(check_features(X))
+    output = _probe_outputs(module, X_t)
     from skorch import NeuralNetClassifier
 
     criterion = copy.deepcopy(net.criterion_)
@@ -149,14 +189,19 @@ def adapt_skorch(net, loss, X, y):
     log_probabilities = isinstance(net, NeuralNetClassifier) and isinstance(
         criterion, torch.nn.NLLLoss
     )
-    n_classes = None
+    n_classes, checks = None, {}
     if isinstance(criterion, (torch.nn.NLLLoss, torch.nn.CrossEntropyLoss)):
         n_classes = output.shape[1]
+        checks = {"target_shape": tuple(output.shape[2:])}
+    elif isinstance(criterion, torch.nn.MSELoss):
+        checks = {"target_size": int(output[0].numel())}
     adapted = AdaptedModel(
         module,
         CriterionLoss(criterion, log_probabilities=log_probabilities),
         n_classes=n_classes,
         description=type(net).__name__,
+        feature_shape=tuple(X_t.shape[1:]),
+        **checks,
     )
     decay = _weight_decay(getattr(net, "optimizer_", None))
     if decay:

@@ -7,6 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import BaseInfluence, dense_size_message
+from .._finite import check_finite
 from ..exceptions import NotPositiveDefiniteWarning
 
 # curvature columns computed per vectorized pass (memory grows with it)
@@ -133,6 +134,7 @@ class ExactInfluence(BaseInfluence):
                 for i in range(0, p, _COLUMNS_PER_PASS)
             ]
         )
+        check_finite(self, H, "The curvature matrix")
         eigenvalues, eigenvectors = torch.linalg.eigh((H + H.T) / 2)
         self.eigenvalues_ = eigenvalues
         self._eigenvectors = eigenvectors  # (p, p), columns

@@ -8,6 +8,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import _WORKING_MEMORY, BaseInfluence
+from .._finite import check_finite
 from .._layers import (
     capture,
     diagonal_scores,
@@ -254,6 +255,8 @@ class KFACInfluence(BaseInfluence):
         self._positions = {name: positions[name] / n for name in names}
         self._bases, self._factor_eigenvalues = {}, {}
         for name in names:
+            check_finite(self, A[name], f"The Kronecker factor A of layer {name!r}")
+            check_finite(self, S[name], f"The Kronecker factor S of layer {name!r}")
             # A: mean over rows and positions; S: mean over rows of the sum
             eig_A, Q_A = _eigh(A[name] / positions[name], self.dtype_)
             eig_S, Q_S = _eigh(S[name] / n, self.dtype_)

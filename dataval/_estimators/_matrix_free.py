@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from tqdm.auto import tqdm
 
 from .._base import BaseInfluence
+from .._finite import check_finite
 
 #: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
 AUTO_DAMPING_FRACTION = 0.1
@@ -116,6 +117,7 @@ class MatrixFreeInfluence(BaseInfluence):
         From ``n_iter`` Lanczos steps; the extreme ones converge first.
         """
         basis, tridiagonal = self._lanczos(n_iter)
+        check_finite(self, tridiagonal, "The Lanczos tridiagonal matrix")
         values, vectors = torch.linalg.eigh(tridiagonal)
         return values, basis.T @ vectors
 

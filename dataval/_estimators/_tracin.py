@@ -28,15 +28,18 @@ def checkpoint_models(model, checkpoints):
     """One :class:`FunctionalModel` per checkpoint; ``model`` itself for none."""
     if checkpoints is None or len(checkpoints) == 0:
         return [model]
-    return [
-        FunctionalModel(
-            model.adapted,
-            model.device,
-            model.dtype,
-            state_dict=_load_checkpoint(checkpoint, k),
-        )
-        for k, checkpoint in enumerate(checkpoints)
-    ]
+    models = []
+    for k, checkpoint in enumerate(checkpoints):
+        state_dict = _load_checkpoint(checkpoint, k)
+        try:
+            models.append(
+                FunctionalModel(
+                    model.adapted, model.device, model.dtype, state_dict=state_dict
+                )
+            )
+        except FloatingPointError as error:
+            raise FloatingPointError(f"checkpoints[{k}]: {error}") from None
+    return models
 
 
 class TracIn(BaseInfluence):

@@ -8,6 +8,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from .._base import BaseInfluence
+from .._finite import check_finite
 from ._exact import warn_if_not_positive_definite
 from ._projection import RandomProjection
 from ._tracin import checkpoint_models
@@ -168,7 +169,9 @@ class TRAKInfluence(BaseInfluence):
         null = max(0, dim - self.n_params_)
         eigenvalues, self._inverse_eigenvalues, self._eigenvectors = [], [], []
         for model in self._models:
-            values, vectors = torch.linalg.eigh(self._projected_curvature(model))
+            curvature = self._projected_curvature(model)
+            check_finite(self, curvature, "The projected curvature")
+            values, vectors = torch.linalg.eigh(curvature)
             eigenvalues.append(values)
             self._inverse_eigenvalues.append(
                 torch.cat([torch.zeros_like(values[:null]), 1 / values[null:]])
