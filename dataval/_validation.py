@@ -50,6 +50,16 @@ def check_X_y(X, y, *, name_X="X", name_y="y"):
             f"{name_X} and {name_y} are empty; at least one row is needed."
         )
     index = row_index(X, y)
+    if (
+        isinstance(X, (pd.DataFrame, pd.Series))
+        and isinstance(y, (pd.DataFrame, pd.Series))
+        and not X.index.equals(y.index)
+    ):
+        raise ValueError(
+            f"{name_X} and {name_y} have different indexes, so their rows may not "
+            f"describe the same examples; align them ({name_y}.loc[{name_X}.index]) "
+            f"or pass {name_y} without an index ({name_y}.to_numpy())."
+        )
     _check_complete(y, name_y, index)
     return index
 
@@ -165,12 +175,17 @@ def check_features(X, name="X"):
                     f"{name} holds values that are not numbers ({error}); encode "
                     "them first, or pass a Pipeline whose leading steps do."
                 ) from None
-        elif X.dtype.kind not in "biufc":
+        elif X.dtype.kind == "c":
+            raise ValueError(
+                f"{name} holds complex numbers; the model takes real features. Pass "
+                "their real and imaginary parts (or magnitudes) as separate columns."
+            )
+        elif X.dtype.kind not in "biuf":
             raise ValueError(
                 f"{name} has dtype {X.dtype}, not numbers; encode it first, or pass "
                 "a Pipeline whose leading steps do."
             )
-    values = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+    values = to_tensor(X).numpy() if isinstance(X, torch.Tensor) else X
     bad = _missing(values) if values.dtype.kind in "fc" else None
     if bad is not None and bad.any():
         raise ValueError(
@@ -198,6 +213,11 @@ def to_numpy(obj):
 def to_tensor(obj, dtype=None):
     """``obj`` as a CPU tensor; floating data cast to ``dtype`` when given."""
     if isinstance(obj, torch.Tensor):
+        if obj.is_meta:
+            raise ValueError(
+                "Got a tensor on the 'meta' device, which holds no values; pass "
+                "the data itself."
+            )
         tensor = obj.detach().cpu()
     else:
         array = to_numpy(obj)

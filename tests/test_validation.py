@@ -207,3 +207,48 @@ def test_float16_overflow_names_the_cure(regression):
     assert torch.isfinite(module(X)).all()  # finite in float32
     with pytest.raises(FloatingPointError, match=r"float16.*dtype='float32'"):
         ExactInfluence(dtype="float16", damping=1.0).fit(module, X, y)
+
+
+# ----------------------------------------------------------- more inputs
+def test_string_labels_for_a_torch_classifier_are_refused(iris, net):
+    X, y, _, _ = iris
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    with pytest.raises(ValueError, match="strings or objects.*LabelEncoder"):
+        ExactInfluence().fit(net, torch.tensor(X), labels)
+
+
+def test_complex_features_are_refused(iris):
+    X, y, _, _ = iris
+    clf = LogisticRegression(max_iter=1000).fit(X, y)
+    with pytest.raises(ValueError, match="complex numbers.*separate columns"):
+        ExactInfluence().fit(clf, X.astype(complex), y)
+
+
+def test_regression_targets_must_match_the_sklearn_outputs(regression):
+    from sklearn.linear_model import Ridge
+
+    X, y, _, _ = regression
+    two = np.c_[y, -y]
+    model = Ridge().fit(X, two)
+    with pytest.raises(ValueError, match=r"1 value\(s\) per row.*Ridge outputs 2"):
+        ExactInfluence().fit(model, X, y)
+
+
+def test_one_dimensional_features_for_sklearn_are_refused(iris):
+    X, y, _, _ = iris
+    clf = LogisticRegression(max_iter=1000).fit(X, y)
+    with pytest.raises(ValueError, match=r"X must be 2-D.*reshape\(-1, 1\)"):
+        ExactInfluence().fit(clf, X[:, 0], y)
+
+
+def test_misaligned_pandas_indexes_are_refused(frame):
+    X, y, X_test, y_test = frame
+    clf = LogisticRegression(max_iter=1000).fit(X, y)
+    with pytest.raises(ValueError, match=r"X and y have different indexes.*\.loc"):
+        ExactInfluence().fit(clf, X, y.sample(frac=1.0, random_state=0))
+    estimator = ExactInfluence().fit(clf, X, y)
+    shifted = y_test.set_axis(y_test.index + 1000)
+    with pytest.raises(ValueError, match="X_test and y_test have different indexes"):
+        estimator.score(X_test, shifted)
+    # without an index, y pairs with X by position
+    assert estimator.score(X_test, y_test.to_numpy()).shape == (len(X_test), len(X))

@@ -104,8 +104,14 @@ class AdaptedModel:
         X = check_features(X, name)
         if self.n_features is not None:
             X = np.asarray(X, dtype=np.float64)
-            if X.ndim != 2 or X.shape[1] != self.n_features:
-                shape = X.shape[1] if X.ndim == 2 else X.shape
+            if X.ndim != 2:
+                raise ValueError(
+                    f"{name} must be 2-D (rows x features) for the model "
+                    f"({self.description}), got shape {X.shape}; a single feature "
+                    f"is {name}.reshape(-1, 1)."
+                )
+            if X.shape[1] != self.n_features:
+                shape = X.shape[1]
                 raise ValueError(
                     f"{name} has {shape} features, but the model ({self.description}) "
                     f"was fitted with {self.n_features} features."

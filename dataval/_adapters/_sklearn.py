@@ -105,6 +105,7 @@ def _convert_least_squares(model, n_samples):
         l2=l2,
         n_features=coef.shape[1],
         description=type(model).__name__,
+        target_size=coef.shape[0],
     )
 
 
@@ -151,7 +152,7 @@ def _convert_mlp(model, n_samples):
         # (its reported loss_ also divides by the number of outputs, its gradient
         # does not); times 2: mean_j sum_o (y - f)^2 + (alpha / n) ||W||^2
         coefficient = 2.0 * model.alpha / n_samples
-        extra = {}
+        extra = {"target_size": n_outputs}
     l2 = {f"layer{i}.weight": coefficient for i in range(n_layers)}
     return AdaptedModel(
         module,

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from .._validation import check_features, to_tensor
+from .._validation import check_features, to_numpy, to_tensor
 from ._losses import (
     BinaryCrossEntropyLoss,
     CallableLoss,
@@ -141,6 +141,12 @@ def adapt_torch(module, loss, X, y):
     X_t = to_tensor(check_features(X))
     output = _probe_outputs(module, X_t)
     if loss == "auto":
+        if not isinstance(y, torch.Tensor) and to_numpy(y).dtype.kind in "OUSV":
+            raise ValueError(
+                "loss='auto' needs integer class labels or float targets, got y "
+                "holding strings or objects; encode labels as integers 0..K-1 "
+                "(sklearn.preprocessing.LabelEncoder)."
+            )
         y_t = to_tensor(y)
         if not (y_t.is_floating_point() or y_t.dtype in (torch.int64, torch.int32)):
             raise ValueError(
