@@ -60,7 +60,9 @@ class RandomProjection:
                 keep.append((columns, block))
             yield columns, block
         if keep is not None:
-            self._cache.extend(keep)
+            # replaced, not extended: threads filling it at once each assign
+            # the same complete list
+            self._cache = keep
 
     def __call__(self, X):
         """``X @ P^T`` for ``X`` of shape (..., p), giving (..., dim)."""
