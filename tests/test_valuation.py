@@ -432,7 +432,7 @@ def test_verbose_runs(estimator, model, needs_val, capsys):
         (ShapleyValuation(truncation_tol=2.0), "truncation_tol"),
         (BanzhafValuation(error_score="ignore"), "error_score"),
         (BanzhafValuation(n_jobs=0), "n_jobs"),
-        (KNNShapley(random_state=0), "random_state"),
+        (KNNShapley(n_jobs=1.5), "n_jobs"),
     ],
 )
 def test_bad_parameters_are_named(estimator, match):
@@ -472,3 +472,77 @@ def test_non_finite_utility_raises_floating_point_error():
         ShapleyValuation(max_fits=14, scoring=scorer, tol=None).fit(
             GaussianNB(), X, y
         ).value(X_val, y_val)
+
+
+# ---------------------------------------------- filters, removal curve, comparison
+
+
+@pytest.mark.parametrize("method", ["data-oob", "knn-shapley", "instance"])
+def test_mislabel_filter_uses_valuation(method):
+    from dataval import MislabelFilter
+
+    X, y, flipped = load_mislabeled_digits(noise=0.1, random_state=1, as_frame=True)
+    X, y, flipped = X[:300], y[:300], flipped[:300]
+    model = DecisionTreeClassifier().fit(X, y)
+    before = pickle.dumps(model)
+    chosen = DataOOB(n_estimators=20) if method == "instance" else method
+    filt = MislabelFilter(estimator=model, method=chosen, random_state=0).fit(X, y)
+    assert pickle.dumps(model) == before
+    assert filt.method_ == ("data-oob" if method == "instance" else method)
+    assert filt.scores_.index.equals(X.index)
+    np.testing.assert_allclose(filt.scores_, -filt.valuation_.value())
+    # measured 0.97-1.0
+    assert mislabel_detection_auc(filt.scores_, flipped) > 0.9
+    assert filt.mask_.sum() == 270
+
+
+def test_point_removal_curve_refits_on_the_kept_rows():
+    from dataval.metrics import point_removal_curve
+
+    X, y, X_val, y_val = _tiny(n=40)
+    values = np.arange(40.0)  # row 39 is the most valuable
+    curve = point_removal_curve(
+        values, GaussianNB(), X, y, X_val, y_val, fractions=[0.25]
+    )
+    assert curve["order"].tolist() == ["highest", "highest", "lowest", "lowest"]
+    by = curve.set_index(["order", "fraction"])["score"]
+    assert by["highest", 0.25] == GaussianNB().fit(X[:30], y[:30]).score(X_val, y_val)
+    assert by["lowest", 0.25] == GaussianNB().fit(X[10:], y[10:]).score(X_val, y_val)
+    assert (
+        by["lowest", 0.0]
+        == by["highest", 0.0]
+        == GaussianNB().fit(X, y).score(X_val, y_val)
+    )
+    with pytest.raises(ValueError, match="one finite value per training row"):
+        point_removal_curve(values[:5], GaussianNB(), X, y, X_val, y_val)
+
+
+def test_compare_estimators_with_valuation_and_influence():
+    from sklearn.datasets import load_iris
+
+    from dataval import ExactInfluence
+    from dataval.model_selection import compare_estimators
+
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    results = compare_estimators(
+        {
+            "exact": ExactInfluence(),
+            "oob": DataOOB(n_estimators=30),
+            "knn": KNNShapley(),
+        },
+        LogisticRegression(solver="newton-cholesky"),
+        X,
+        y,
+        scoring=["lds", "mislabel_auc", "removal"],
+        cv=2,
+        n_subsets=5,
+        removal_fractions=[0.2],
+        random_state=0,
+    )
+    table = results.groupby(["metric", "estimator"])["value"].mean()
+    assert set(table["lds"].index) == {"exact"}  # valuations value rows, not pairs
+    for metric in ("mislabel_auc", "removal_highest", "removal_lowest"):
+        assert set(table[metric].index) == {"exact", "oob", "knn"}
+    assert (table["mislabel_auc"] > 0.8).all()
+    assert np.isfinite(results["value"]).all()

@@ -33,6 +33,14 @@ def knn_shapley_recursion(matches, n_neighbors):
     return values
 
 
+def nearest_neighbour_model(model):
+    """``model`` if it is a KNN classifier (or a Pipeline ending in one), else
+    ``KNeighborsClassifier()``: what valuing rows by KNN-Shapley for ``model`` uses.
+    """
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    return model if isinstance(final, KNeighborsClassifier) else KNeighborsClassifier()
+
+
 def _chunk_values(neighbors, X_query, y_query, y_train, n_neighbors, exclude):
     """(m, n) values of every training row for each query row of the chunk.
 
@@ -69,10 +77,10 @@ class KNNShapley(BaseValuation):
     proxy that depends only on the geometry and the labels: rows surrounded
     by other labels get negative values.
 
+    The method is exact: it has no ``random_state``.
+
     Parameters
     ----------
-    random_state : None
-        Unused (the method is exact); kept for the common interface.
     verbose : int, default=0
         Show a progress bar over chunks of validation rows, with the time left.
     n_jobs : int, default=None
@@ -110,12 +118,12 @@ class KNNShapley(BaseValuation):
     """
 
     _parameter_constraints: dict = {
-        **BaseValuation._parameter_constraints,
-        "random_state": [None],
+        key: value
+        for key, value in BaseValuation._parameter_constraints.items()
+        if key != "random_state"
     }
 
-    def __init__(self, *, random_state=None, verbose=0, n_jobs=None):
-        self.random_state = random_state
+    def __init__(self, *, verbose=0, n_jobs=None):
         self.verbose = verbose
         self.n_jobs = n_jobs
 
