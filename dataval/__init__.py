@@ -19,19 +19,26 @@ from ._estimators._trak import TRAKInfluence
 from ._filters._filtered import FilteredEstimator
 from ._filters._mislabel import MislabelFilter
 from ._persistence import load, save
+from ._valuation._knn import KNNShapley
+from ._valuation._montecarlo import BanzhafValuation, ShapleyValuation
+from ._valuation._oob import DataOOB
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ArnoldiInfluence",
+    "BanzhafValuation",
     "CGInfluence",
+    "DataOOB",
     "EKFACInfluence",
     "ExactInfluence",
     "FilteredEstimator",
     "KFACInfluence",
+    "KNNShapley",
     "LoGraInfluence",
     "LiSSAInfluence",
     "MislabelFilter",
+    "ShapleyValuation",
     "SourceInfluence",
     "TRAKInfluence",
     "TracIn",

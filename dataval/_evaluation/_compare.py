@@ -13,27 +13,32 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 
 from .._base import BaseInfluence
 from .._validation import check_X_y
+from .._valuation._base import BaseValuation
+from .._valuation._knn import KNNShapley, nearest_neighbour_model
+from .._valuation._oob import DataOOB
 from ..datasets import flip_labels
 from ._detection import mislabel_detection_auc
 from ._ground_truth import lds_per_test, loo_losses, subset_losses
+from ._removal import DEFAULT_FRACTIONS, point_removal_curve
 from ._retrain import Retrainer, take_rows
 
-METRICS = ("lds", "loo", "mislabel_auc")
+METRICS = ("lds", "loo", "mislabel_auc", "removal")
 COLUMNS = ["estimator", "fold", "metric", "value", "fit_time", "score_time"]
 
 
 def _check_estimators(estimators):
     if not isinstance(estimators, dict) or not estimators:
         raise ValueError(
-            "estimators must be a non-empty dict of name -> influence estimator, e.g. "
-            "{'exact': ExactInfluence(), 'tracin': TracIn()}; got "
+            "estimators must be a non-empty dict of name -> influence or valuation "
+            "estimator, e.g. {'exact': ExactInfluence(), 'oob': DataOOB()}; got "
             f"{estimators!r}."
         )
     for name, estimator in estimators.items():
-        if not isinstance(estimator, BaseInfluence):
+        if not isinstance(estimator, (BaseInfluence, BaseValuation)):
             raise TypeError(
-                f"estimators[{name!r}] must be a dataval influence estimator such as "
-                f"ExactInfluence(), got {type(estimator).__name__}."
+                f"estimators[{name!r}] must be a dataval influence or valuation "
+                f"estimator such as ExactInfluence() or DataOOB(), got "
+                f"{type(estimator).__name__}."
             )
 
 
@@ -64,6 +69,20 @@ def _timed(function, *args):
     start = perf_counter()
     result = function(*args)
     return result, perf_counter() - start
+
+
+def _fit_valuation(estimator, model, X, y):
+    """Fit ``estimator``; KNN-Shapley values rows for a nearest-neighbour proxy."""
+    if isinstance(estimator, KNNShapley):
+        model = nearest_neighbour_model(model)
+    return estimator.fit(model, X, y)
+
+
+def _values(fitted, X_test, y_test):
+    """Training-row values, higher = more valuable (Data-OOB needs no test rows)."""
+    if isinstance(fitted, DataOOB):
+        return fitted.value()
+    return fitted.value(X_test, y_test)
 
 
 def _pearson(a, b):
@@ -104,11 +123,13 @@ class _Fold:
 
     def run(self, estimators, scoring):
         records = []
-        clean = [metric for metric in scoring if metric != "mislabel_auc"]
+        clean = [metric for metric in scoring if metric in ("lds", "loo")]
         if clean:
             records += self._clean_metrics(estimators, clean)
         if "mislabel_auc" in scoring:
             records += self._mislabel_auc(estimators)
+        if "removal" in scoring:
+            records += self._removal(estimators)
         return records
 
     def _clean_metrics(self, estimators, metrics):
@@ -135,6 +156,8 @@ class _Fold:
             measure["loo"] = lambda tau: _pearson(tau[:, rows].ravel(), loo.ravel())
         records = []
         for name, estimator in estimators.items():
+            if isinstance(estimator, BaseValuation):
+                continue  # values of rows, not per-test-row influences
             fitted, fit_time = _timed(
                 _seeded_clone(estimator, self.seed).fit,
                 retrainer.full_,
@@ -161,9 +184,16 @@ class _Fold:
         records = []
         for name, estimator in estimators.items():
             fitted, fit_time = _timed(
-                _seeded_clone(estimator, self.seed).fit, model, self.X_train, y_noisy
+                _fit_valuation,
+                _seeded_clone(estimator, self.seed),
+                model,
+                self.X_train,
+                y_noisy,
             )
-            if s["detection"] == "self_influence":
+            if isinstance(fitted, BaseValuation):
+                value, score_time = _timed(_values, fitted, self.X_test, self.y_test)
+                suspicion = -value
+            elif s["detection"] == "self_influence":
                 suspicion, score_time = _timed(fitted.self_influence)
             else:
                 value, score_time = _timed(fitted.value, self.X_test, self.y_test)
@@ -172,6 +202,39 @@ class _Fold:
             records.append(
                 self._record(name, "mislabel_auc", auc, fit_time, score_time)
             )
+        return records
+
+    def _removal(self, estimators):
+        """Mean held-out score along the point-removal curve of each estimator."""
+        model = Retrainer(
+            self.model, self.X_train, self.y_train, random_state=self.seed
+        ).full_
+        records = []
+        for name, estimator in estimators.items():
+            fitted, fit_time = _timed(
+                _fit_valuation,
+                _seeded_clone(estimator, self.seed),
+                model,
+                self.X_train,
+                self.y_train,
+            )
+            values, score_time = _timed(_values, fitted, self.X_test, self.y_test)
+            curve = point_removal_curve(
+                values,
+                self.model,
+                self.X_train,
+                self.y_train,
+                self.X_test,
+                self.y_test,
+                fractions=self.settings["removal_fractions"],
+                random_state=self.seed,
+            )
+            curve = curve[curve["fraction"] > 0]
+            for order in ("highest", "lowest"):
+                score = float(curve.loc[curve["order"] == order, "score"].mean())
+                records.append(
+                    self._record(name, f"removal_{order}", score, fit_time, score_time)
+                )
         return records
 
 
@@ -194,6 +257,7 @@ def _evaluate_fold(fold, train, test, estimators, model, X, y, scoring, settings
         "n_loo": [Interval(Integral, 2, None, closed="left")],
         "noise": [Interval(Real, 0, 1, closed="neither")],
         "detection": [StrOptions({"self_influence", "value"})],
+        "removal_fractions": ["array-like"],
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -215,11 +279,12 @@ def compare_estimators(
     n_loo=30,
     noise=0.1,
     detection="self_influence",
+    removal_fractions=DEFAULT_FRACTIONS,
     n_jobs=None,
     random_state=None,
     verbose=0,
 ):
-    """Compare influence estimators by cross-validation, against retraining.
+    """Compare influence and valuation estimators by cross-validation.
 
     For each split of ``cv``, the model is fitted on the training fold (as
     :func:`~dataval.metrics.loo_influence` refits it: same settings, one
@@ -241,12 +306,29 @@ def compare_estimators(
         :func:`~dataval.metrics.mislabel_detection_auc` computed for the
         flipped rows with ``detection`` as suspicion: ``self_influence()``
         or ``-value(X_test, y_test)`` (rows that hurt the clean held-out
-        loss). Classifiers only.
+        loss). Classifiers only. Valuation estimators use minus their
+        ``value(X_test, y_test)`` (``value()`` for Data-OOB).
+    ``"removal"``
+        The point-removal curve (:func:`~dataval.metrics.point_removal_curve`):
+        the training rows with the highest (``"removal_highest"``, lower is
+        better) or lowest values (``"removal_lowest"``, higher is better) are
+        removed by the fractions ``removal_fractions``, the model refitted
+        and scored on the held-out fold (its ``score``, e.g. accuracy); the
+        value reported is the mean score over the fractions. Influence
+        estimators value rows by ``value(X_test, y_test)``.
+
+    Valuation estimators (:class:`~dataval.DataOOB`,
+    :class:`~dataval.KNNShapley`, :class:`~dataval.ShapleyValuation`,
+    :class:`~dataval.BanzhafValuation`) value rows, not pairs: they take part
+    in ``"mislabel_auc"`` and ``"removal"`` and are left out of ``"lds"``
+    and ``"loo"``. KNN-Shapley values rows for ``model`` when it is a
+    nearest-neighbour classifier, else for ``KNeighborsClassifier()``.
 
     Parameters
     ----------
-    estimators : dict of str to influence estimator
-        The estimators to compare, e.g. ``{"exact": ExactInfluence()}``;
+    estimators : dict of str to influence or valuation estimator
+        The estimators to compare, e.g. ``{"exact": ExactInfluence(),
+        "oob": DataOOB()}``;
         each is cloned per fold, and a ``random_state`` left at ``None`` is
         set to the fold's seed.
     model : scikit-learn estimator, Pipeline or skorch net
@@ -255,7 +337,8 @@ def compare_estimators(
     X : array-like or DataFrame of shape (n_samples, ...)
     y : array-like or Series of shape (n_samples, ...)
     scoring : str or list of str, default=("lds",)
-        Metrics among ``"lds"``, ``"loo"`` and ``"mislabel_auc"``.
+        Metrics among ``"lds"``, ``"loo"``, ``"mislabel_auc"`` and
+        ``"removal"``.
     cv : int, cross-validation generator or iterable, default=5
         As in :func:`sklearn.model_selection.cross_validate`: an int is a
         (stratified for classifiers) K-fold.
@@ -272,7 +355,9 @@ def compare_estimators(
     noise : float, default=0.1
         Fraction of training labels flipped for ``"mislabel_auc"``.
     detection : {"self_influence", "value"}, default="self_influence"
-        Suspicion score for ``"mislabel_auc"``.
+        Suspicion score of influence estimators for ``"mislabel_auc"``.
+    removal_fractions : array-like of float, default=(0.1, 0.2, 0.3, 0.4, 0.5)
+        Fractions of the training fold removed for ``"removal"``.
     n_jobs : int, default=None
         Folds run in parallel with joblib; ``-1`` uses every core.
     random_state : int, RandomState instance or None, default=None
@@ -333,6 +418,7 @@ def compare_estimators(
         n_loo=n_loo,
         noise=noise,
         detection=detection,
+        removal_fractions=removal_fractions,
         verbose=verbose,
     )
     results = Parallel(n_jobs=n_jobs, verbose=verbose)(

@@ -21,13 +21,22 @@ from .._adapters import adapt_model
 from .._estimators._ekfac import EKFACInfluence
 from .._estimators._exact import ExactInfluence
 from .._validation import check_X_y, to_numpy
+from .._valuation._knn import KNNShapley, nearest_neighbour_model
+from .._valuation._oob import DataOOB
 
 #: largest model (trainable parameters) given a dense ExactInfluence by default
 DENSE_LIMIT = 5000
 # probabilities are clipped here before the log: a row the model calls
 # impossible gets a large finite loss rather than infinity
 _MIN_PROBABILITY = 1e-12
-_SCORE_NAMES = {"self": "self_influence", "cross-fit": "heldout_loss"}
+_SCORE_NAMES = {
+    "self": "self_influence",
+    "cross-fit": "heldout_loss",
+    "data-oob": "neg_data_oob",
+    "knn-shapley": "neg_knn_shapley",
+}
+_VALUATIONS = {"data-oob": DataOOB, "knn-shapley": KNNShapley}
+_VALUATIONS_BY_CLASS = {cls: name for name, cls in _VALUATIONS.items()}
 
 
 def default_influence(model, X, y):
@@ -83,7 +92,7 @@ class MislabelFilter(BaseEstimator):
     ``imblearn.pipeline.Pipeline``; in a plain scikit-learn pipeline wrap the
     final model in :class:`FilteredEstimator` instead.
 
-    Two ways to score a row (``scores_``, higher = more suspicious):
+    Ways to score a row (``scores_``, higher = more suspicious):
 
     ``method="self"``
         Fit the model on all rows, then each row's self-influence
@@ -96,6 +105,15 @@ class MislabelFilter(BaseEstimator):
         squared error otherwise): the retrained leave-fold-out counterpart of
         self-influence, which needs no influence estimator and works for any
         scikit-learn classifier with ``predict_proba``.
+    ``method="data-oob"``, ``"knn-shapley"`` or a valuation estimator
+        Minus a data value (:class:`~dataval.DataOOB`: how well bagged clones
+        of the model that never saw the row predict its label;
+        :class:`~dataval.KNNShapley`: each row valued on the others for a
+        nearest-neighbour classifier, the model itself when it is a
+        ``KNeighborsClassifier`` or a Pipeline ending in one, else
+        ``KNeighborsClassifier()`` on the raw features). An instance such as
+        ``DataOOB(n_estimators=200)`` is cloned and used with its settings.
+        No gradients: any scikit-learn classifier.
 
     On the digits with 10 % flipped labels both reach a ROC AUC above 0.99
     for a logistic regression and an MLP; self-influence was the better of
@@ -115,7 +133,8 @@ class MislabelFilter(BaseEstimator):
         have been trained on the ``X, y`` given to ``fit``); cross-fitting
         always fits clones. ``None`` is allowed only inside
         :class:`FilteredEstimator`, which passes its own estimator.
-    method : {"self", "cross-fit"}, default="self"
+    method : {"self", "cross-fit", "data-oob", "knn-shapley"} or valuation \
+            estimator, default="self"
         How rows are scored (see above).
     frac : float in [0, 1), default=0.1
         Fraction of rows to remove: the ``int(frac * n)`` highest scores.
@@ -128,27 +147,32 @@ class MislabelFilter(BaseEstimator):
         some class than folds, the folds are reduced to that count; below two,
         the filter warns and falls back to ``method="self"``.
     random_state : int, RandomState instance or None, default=None
-        Passed to ``influence`` when it has a ``random_state`` parameter
-        (stochastic estimators). Folds are deterministic.
+        Passed to ``influence`` (or the valuation estimator) when it has a
+        ``random_state`` parameter (stochastic estimators). Folds are
+        deterministic.
 
     Attributes
     ----------
     scores_ : pandas.Series of shape (n_samples,)
         Suspicion of each row, higher = more likely mislabeled; indexed like
         ``X`` (a RangeIndex for arrays) and named after what it holds
-        (``"self_influence"`` or ``"heldout_loss"``).
+        (``"self_influence"``, ``"heldout_loss"``, ``"neg_data_oob"`` or
+        ``"neg_knn_shapley"``).
     mask_ : ndarray of bool of shape (n_samples,)
         True for the rows kept. A class never loses all its rows: for
         classification targets its least suspicious row is always kept.
     predictions_ : pandas.Series of shape (n_samples,)
-        The model's prediction for each row: in-sample for ``"self"``,
-        out-of-fold for ``"cross-fit"``.
+        The model's prediction for each row: out-of-fold for
+        ``"cross-fit"``, else in-sample.
     method_ : str
         The method used (differs from ``method`` after a fallback).
     influence_ : dataval estimator
         The fitted influence estimator (``method_="self"`` only).
     estimator_ : fitted model
-        The model fitted on all rows (``method_="self"`` only).
+        The model fitted on all rows (not for ``method_="cross-fit"``).
+    valuation_ : fitted valuation estimator
+        The fitted :class:`~dataval.DataOOB` or :class:`~dataval.KNNShapley`
+        (valuation methods only).
 
     See Also
     --------
@@ -173,7 +197,11 @@ class MislabelFilter(BaseEstimator):
     _parameter_constraints = {
         "influence": [None, HasMethods(["fit", "self_influence"])],
         "estimator": [None, HasMethods(["fit"])],
-        "method": [StrOptions({"self", "cross-fit"})],
+        "method": [
+            StrOptions({"self", "cross-fit", "data-oob", "knn-shapley"}),
+            DataOOB,
+            KNNShapley,
+        ],
         "frac": [Interval(Real, 0, 1, closed="left")],
         "threshold": [None, Interval(Real, None, None, closed="neither")],
         "cv": ["cv_object"],
@@ -220,7 +248,9 @@ class MislabelFilter(BaseEstimator):
             )
         index = check_X_y(X, y)
         splits = self._splits(X, y) if self.method == "cross-fit" else None
-        if splits is None:
+        if not isinstance(self.method, str) or self.method in _VALUATIONS:
+            scores, predictions = self._valuation(X, y)
+        elif splits is None:
             scores, predictions = self._self_influence(X, y)
         else:
             scores, predictions = self._cross_fit(X, y, splits)
@@ -264,6 +294,23 @@ class MislabelFilter(BaseEstimator):
         self.estimator_ = model
         self.method_ = "self"
         return influence.self_influence().to_numpy(), to_numpy(model.predict(X))
+
+    def _valuation(self, X, y):
+        """Minus the values of a DataOOB or KNNShapley, and in-sample predictions."""
+        if isinstance(self.method, str):
+            valuation = _VALUATIONS[self.method]()
+        else:
+            valuation = clone(self.method)
+        if self.random_state is not None and isinstance(valuation, DataOOB):
+            valuation.set_params(random_state=self.random_state)
+        model = self._model(X, y)
+        judge = self.estimator
+        if isinstance(valuation, KNNShapley):
+            judge = nearest_neighbour_model(judge)
+        self.valuation_ = valuation.fit(judge, X, y)
+        self.estimator_ = model
+        self.method_ = _VALUATIONS_BY_CLASS[type(valuation)]
+        return -valuation.value().to_numpy(), to_numpy(model.predict(X))
 
     def _splits(self, X, y):
         """The folds for cross-fitting, or None when it cannot run."""

@@ -1,0 +1,274 @@
+"""Valuation by retraining: dataval against pyDVL, and Data-OOB on noisy labels.
+
+Four measurements, printed as tables (one run, same machine):
+
+1. KNN-Shapley on the digits (1437 training, 360 validation rows): largest
+   absolute difference between dataval's and pyDVL's values, and the wall
+   time of each.
+2. Truncated Monte Carlo Shapley and 3. Banzhaf by maximum sample reuse on a
+   logistic regression of the breast cancer data (``--n-train`` rows, 20 % of
+   their labels flipped), both
+   libraries without truncation and with the same number of samples
+   (permutations, subsets). Fits are counted inside the model, so the table
+   shows the fits each library made, the wall time, and Spearman's rank
+   correlation between the libraries and between two seeds of one library
+   (the Monte Carlo noise floor at that budget). ``--n-jobs`` runs both
+   libraries with that many joblib workers as well.
+4. Mislabel detection on the digits with 10 % flipped labels: ROC AUC of
+   ``-value`` of Data-OOB (dataval; pyDVL on a BaggingClassifier with the
+   same number of bags) and of KNN-Shapley (each row valued on the others),
+   against dataval's influence filter (self-influence of a logistic
+   regression), cross-fitted losses and cleanlab's label quality on
+   cross-validated probabilities.
+
+pyDVL and cleanlab are optional (not dependencies of dataval); without them
+their rows are skipped. Run, e.g. with pyDVL in a separate environment:
+
+    PYTHONPATH=. /work/peers-venv/bin/python benchmarks/valuation.py
+"""
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+from joblib import parallel_config
+from scipy.stats import spearmanr
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.ensemble import BaggingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from dataval import BanzhafValuation, DataOOB, KNNShapley, ShapleyValuation
+from dataval.datasets import flip_labels, load_mislabeled_digits
+from dataval.filters import MislabelFilter
+from dataval.metrics import mislabel_detection_auc
+
+try:
+    import pydvl.valuation as pv
+except ImportError:
+    pv = None
+
+
+class CountedLogistic(LogisticRegression):
+    """A logistic regression that counts its fits (serial runs only)."""
+
+    fits = 0
+
+    def fit(self, X, y, sample_weight=None):
+        CountedLogistic.fits += 1
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+def timed(function):
+    CountedLogistic.fits = 0
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start, CountedLogistic.fits
+
+
+def row(*cells):
+    print(
+        "  ".join(
+            f"{c:>14}" if not isinstance(c, float) else f"{c:14.4g}" for c in cells
+        )
+    )
+
+
+# --------------------------------------------------------------------- KNN-Shapley
+def knn_shapley(k):
+    X, y = load_digits(return_X_y=True)
+    X_train, y_train, X_val, y_val = X[:1437], y[:1437], X[1437:], y[1437:]
+    model = KNeighborsClassifier(n_neighbors=k)
+    ours, t_ours, _ = timed(
+        lambda: KNNShapley().fit(model, X_train, y_train).value(X_val, y_val)
+    )
+    print(f"\nKNN-Shapley, digits, K={k}: 1437 training x 360 validation rows")
+    row("library", "seconds", "max |diff|")
+    row("dataval", t_ours, 0.0)
+    if pv is None:
+        return
+    train = pv.Dataset(X_train, y_train)
+    test = pv.Dataset(X_val, y_val)
+    valuation = pv.KNNShapleyValuation(model, test_data=test, progress=False)
+    theirs, t_theirs, _ = timed(lambda: valuation.fit(train).result.values)
+    row("pyDVL", t_theirs, float(np.abs(ours.to_numpy() - theirs).max()))
+    print(f"pyDVL / dataval time: {t_theirs / t_ours:.1f}x")
+
+
+# ------------------------------------------------------------- Shapley, Banzhaf
+def breast_cancer(n_train):
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    rows = np.random.RandomState(0).permutation(len(X))
+    train, val = rows[:n_train], rows[n_train : n_train + 200]
+    # flipped labels give the values a clear signal above the Monte Carlo noise
+    y_train, _ = flip_labels(y[train], frac=0.2, random_state=0)
+    return X[train], y_train, X[val], y[val]
+
+
+def ours_sampled(kind, data, n_samples, seed, n_jobs):
+    X, y, X_val, y_val = data
+    if kind == "shapley":
+        estimator = ShapleyValuation(
+            max_fits=n_samples * (len(y) - 1), truncation_tol=None, batch_size=8
+        )
+    else:
+        estimator = BanzhafValuation(max_fits=n_samples, batch_size=64)
+    estimator.set_params(tol=None, random_state=seed, n_jobs=n_jobs)
+    model = CountedLogistic(solver="liblinear")
+    return estimator.fit(model, X, y).value(X_val, y_val).to_numpy()
+
+
+def pydvl_sampled(kind, data, n_samples, seed, n_jobs):
+    X, y, X_val, y_val = data
+    train, test = pv.Dataset(X, y), pv.Dataset(X_val, y_val)
+    scorer = pv.SupervisedScorer("accuracy", test, default=0.0, range=(0, 1))
+    utility = pv.ModelUtility(CountedLogistic(solver="liblinear"), scorer)
+    if kind == "shapley":
+        valuation = pv.TMCShapleyValuation(
+            utility,
+            truncation=pv.NoTruncation(),
+            is_done=pv.MaxUpdates(n_samples),
+            seed=seed,
+            show_warnings=False,
+        )
+    else:
+        valuation = pv.MSRBanzhafValuation(
+            utility,
+            is_done=pv.MaxUpdates(n_samples),
+            batch_size=64,
+            seed=seed,
+            show_warnings=False,
+        )
+    with parallel_config(n_jobs=n_jobs or 1):
+        return valuation.fit(train).result.values
+
+
+def sampled(kind, n_train, n_samples, n_jobs):
+    data = breast_cancer(n_train)
+    unit = "permutations" if kind == "shapley" else "subsets"
+    print(
+        f"\n{kind}: LogisticRegression(liblinear), breast cancer (20 % of the training "
+        f"labels flipped), {n_train} training "
+        f"x 200 validation rows, {n_samples} {unit}, no truncation"
+    )
+    row("library", "n_jobs", "fits", "seconds", "ms per fit", "rank corr")
+    runs = {}
+    if n_jobs:  # start the worker processes (they import dataval) before timing
+        ours_sampled(kind, data, 2 if kind == "shapley" else 128, 0, n_jobs)
+    for name, function in (("dataval", ours_sampled), ("pyDVL", pydvl_sampled)):
+        if name == "pyDVL" and pv is None:
+            continue
+        for jobs in dict.fromkeys([None, n_jobs]):
+            values, seconds, fits = timed(
+                lambda f=function, j=jobs: f(kind, data, n_samples, 0, j)
+            )
+            runs[name, jobs] = values, seconds
+            again = function(kind, data, n_samples, 1, jobs) if jobs is None else None
+            noise = spearmanr(values, again).statistic if again is not None else np.nan
+            shown = fits if jobs is None else "-"
+            row(
+                name,
+                str(jobs or 1),
+                shown,
+                seconds,
+                1e3 * seconds / max(fits, 1),
+                noise,
+            )
+    if ("pyDVL", None) in runs:
+        agreement = spearmanr(
+            runs["dataval", None][0], runs["pyDVL", None][0]
+        ).statistic
+        print(
+            f"rank correlation dataval vs pyDVL (seed 0 each): {agreement:.3f}; "
+            "'rank corr' above: two seeds of the same library"
+        )
+        for jobs in dict.fromkeys([None, n_jobs]):
+            ratio = runs["pyDVL", jobs][1] / runs["dataval", jobs][1]
+            print(f"pyDVL / dataval time, n_jobs={jobs or 1}: {ratio:.2f}x")
+
+
+# --------------------------------------------------------------- mislabel AUC
+def mislabel(n_estimators, seed):
+    X, y, flipped = load_mislabeled_digits(noise=0.1, random_state=seed)
+    print(
+        f"\nMislabel detection: digits, 1797 rows, 10 % flipped (seed {seed}); "
+        f"ROC AUC of the suspicion score, Data-OOB with {n_estimators} bags"
+    )
+    row("method", "model", "AUC", "seconds")
+    models = {
+        "tree": DecisionTreeClassifier(random_state=0),
+        "knn5": KNeighborsClassifier(5),
+        "logistic": LogisticRegression(C=0.1, max_iter=2000),
+    }
+    for name, model in models.items():
+        oob = DataOOB(n_estimators=n_estimators, random_state=0)
+        values, seconds, _ = timed(lambda m=model, o=oob: o.fit(m, X, y).value())
+        row("Data-OOB", name, mislabel_detection_auc(-values, flipped), seconds)
+        if pv is not None:
+            bagging = BaggingClassifier(
+                model, n_estimators=n_estimators, random_state=0
+            )
+
+            def pydvl_oob(b=bagging):
+                b.fit(X, y)
+                return pv.DataOOBValuation(b).fit(pv.Dataset(X, y)).result.values
+
+            theirs, seconds, _ = timed(pydvl_oob)
+            row(
+                "pyDVL Data-OOB",
+                name,
+                mislabel_detection_auc(-theirs, flipped),
+                seconds,
+            )
+    knn = KNNShapley()
+    values, seconds, _ = timed(lambda: knn.fit(models["knn5"], X, y).value())
+    row("KNN-Shapley", "knn5", mislabel_detection_auc(-values, flipped), seconds)
+    logistic = models["logistic"]
+    for method in ("self", "cross-fit"):
+        filt = MislabelFilter(estimator=logistic, method=method)
+        scores, seconds, _ = timed(lambda f=filt: f.fit(X, y).scores_)
+        label = "self-influence" if method == "self" else "cross-fit loss"
+        row(label, "logistic", mislabel_detection_auc(scores, flipped), seconds)
+    try:
+        from cleanlab.rank import get_label_quality_scores
+    except ImportError:
+        return
+
+    def cleanlab_scores():
+        proba = cross_val_predict(logistic, X, y, cv=5, method="predict_proba")
+        return 1 - get_label_quality_scores(y, proba)
+
+    scores, seconds, _ = timed(cleanlab_scores)
+    row("cleanlab", "logistic", mislabel_detection_auc(scores, flipped), seconds)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-train", type=int, default=30)
+    parser.add_argument("--permutations", type=int, default=60)
+    parser.add_argument("--subsets", type=int, default=2000)
+    parser.add_argument("--n-estimators", type=int, default=50)
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="label flips")
+    parser.add_argument(
+        "--only", default="knn,shapley,banzhaf,mislabel", help="comma-separated parts"
+    )
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    parts = args.only.split(",")
+    print(f"pyDVL: {'installed' if pv is not None else 'not installed, skipped'}")
+    print(f"CPU cores: {os.cpu_count()}")
+    if "knn" in parts:
+        knn_shapley(5)
+    if "shapley" in parts:
+        sampled("shapley", args.n_train, args.permutations, args.n_jobs)
+    if "banzhaf" in parts:
+        sampled("banzhaf", args.n_train, args.subsets, args.n_jobs)
+    if "mislabel" in parts:
+        mislabel(args.n_estimators, args.seed)

@@ -1,0 +1,1 @@
+"""Data valuation by retraining, for any scikit-learn estimator."""
