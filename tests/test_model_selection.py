@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from joblib import parallel_config
 from sklearn.datasets import load_breast_cancer, make_regression
+from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GroupKFold, ShuffleSplit
 from sklearn.pipeline import make_pipeline
@@ -111,3 +112,45 @@ def test_bad_input(estimators, kwargs, error, message):
     model, X, y = _regression()
     with pytest.raises(error, match=message):
         compare_estimators(estimators, model, X, y, **kwargs)
+
+
+def _unfitted_state(model):
+    """What a refitting helper must leave alone: parameters, no fitted state."""
+    return model.get_params(deep=False), sorted(vars(model))
+
+
+BROKEN = ExactInfluence(max_params=1)  # the dense-size error, at fit
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_a_failing_estimator_is_recorded_and_the_others_kept(n_jobs):
+    model, X, y = _regression()
+    before = _unfitted_state(model)
+    estimators = {"exact": ExactInfluence(), "broken": BROKEN}
+    kwargs = dict(scoring=["lds", "loo"], cv=2, random_state=0, **FAST)
+    with pytest.warns(FitFailedWarning) as record:
+        results = compare_estimators(estimators, model, X, y, n_jobs=n_jobs, **kwargs)
+    messages = [str(w.message) for w in record if w.category is FitFailedWarning]
+    assert len(messages) == 2  # one per fold
+    assert all("estimators['broken']" in m and "max_params" in m for m in messages)
+    broken = results[results["estimator"] == "broken"]
+    assert len(broken) == 4
+    assert broken[["value", "fit_time", "score_time"]].isna().all().all()
+    good = results[results["estimator"] == "exact"]
+    alone = compare_estimators({"exact": ExactInfluence()}, model, X, y, **kwargs)
+    np.testing.assert_array_equal(good["value"], alone["value"])
+    assert _unfitted_state(model) == before
+
+
+def test_error_score_value_and_raise():
+    model, X, y = _classification()
+    estimators = {"broken": BROKEN}
+    kwargs = dict(scoring=["mislabel_auc"], cv=2, random_state=0, **FAST)
+    with pytest.warns(FitFailedWarning, match=r"error_score=-1"):
+        results = compare_estimators(estimators, model, X, y, error_score=-1, **kwargs)
+    assert (results["value"] == -1).all()
+    with pytest.raises(ValueError, match=r"estimators\['broken'\] failed on fold 0"):
+        compare_estimators(estimators, model, X, y, error_score="raise", **kwargs)
+    with pytest.raises(ValueError, match="'error_score' parameter"):
+        compare_estimators(estimators, model, X, y, error_score="skip", **kwargs)
+    assert not hasattr(model, "classes_")

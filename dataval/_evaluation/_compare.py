@@ -1,5 +1,6 @@
 """Cross-validated comparison of influence estimators on one model and data set."""
 
+import warnings
 from numbers import Integral, Real
 from time import perf_counter
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone, is_classifier
+from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
@@ -85,6 +87,23 @@ def _values(fitted, X_test, y_test):
     return fitted.value(X_test, y_test)
 
 
+def _reraise_with_key(error, name, fold):
+    """Raise ``error`` again, its message naming the estimator and the fold."""
+    message = f"estimators[{name!r}] failed on fold {fold}: {error}"
+    try:
+        renamed = type(error)(message)
+    except Exception:  # an exception type that needs other arguments
+        renamed = RuntimeError(f"{message} ({type(error).__name__})")
+    raise renamed from error
+
+
+def _failure_message(name, fold, error, error_score):
+    return (
+        f"estimators[{name!r}] failed on fold {fold} and its results were set to "
+        f"error_score={error_score!r}: {type(error).__name__}: {error}"
+    )
+
+
 def _pearson(a, b):
     a, b = a - a.mean(), b - b.mean()
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -121,6 +140,25 @@ class _Fold:
             score_time=score_time,
         )
 
+    def _measure(self, name, metrics, evaluate, estimator):
+        """Records of ``evaluate(estimator)`` -> ``({metric: value}, fit, score time)``.
+
+        A failing estimator gets ``error_score`` for every metric (or the
+        error is raised again, naming it, when ``error_score="raise"``).
+        """
+        error_score = self.settings["error_score"]
+        try:
+            values, fit_time, score_time = evaluate(estimator)
+        except Exception as error:
+            if error_score == "raise":
+                _reraise_with_key(error, name, self.fold)
+            failure = _failure_message(name, self.fold, error, error_score)
+            return [
+                {**self._record(name, m, error_score, np.nan, np.nan), "error": failure}
+                for m in metrics
+            ]
+        return [self._record(name, m, values[m], fit_time, score_time) for m in metrics]
+
     def run(self, estimators, scoring):
         records = []
         clean = [metric for metric in scoring if metric in ("lds", "loo")]
@@ -154,10 +192,8 @@ class _Fold:
             )
             loo = loo_losses(retrainer, rows, X_test, y_test)
             measure["loo"] = lambda tau: _pearson(tau[:, rows].ravel(), loo.ravel())
-        records = []
-        for name, estimator in estimators.items():
-            if isinstance(estimator, BaseValuation):
-                continue  # values of rows, not per-test-row influences
+
+        def evaluate(estimator):
             fitted, fit_time = _timed(
                 _seeded_clone(estimator, self.seed).fit,
                 retrainer.full_,
@@ -166,10 +202,14 @@ class _Fold:
             )
             scores, score_time = _timed(fitted.score, X_test, y_test)
             tau = scores.to_numpy(np.float64)
-            records += [
-                self._record(name, metric, measure[metric](tau), fit_time, score_time)
-                for metric in metrics
-            ]
+            values = {metric: measure[metric](tau) for metric in metrics}
+            return values, fit_time, score_time
+
+        records = []
+        for name, estimator in estimators.items():
+            if isinstance(estimator, BaseValuation):
+                continue  # values of rows, not per-test-row influences
+            records += self._measure(name, metrics, evaluate, estimator)
         return records
 
     def _mislabel_auc(self, estimators):
@@ -181,8 +221,8 @@ class _Fold:
         model = Retrainer(
             self.model, self.X_train, y_noisy, random_state=self.seed
         ).full_
-        records = []
-        for name, estimator in estimators.items():
+
+        def evaluate(estimator):
             fitted, fit_time = _timed(
                 _fit_valuation,
                 _seeded_clone(estimator, self.seed),
@@ -199,9 +239,11 @@ class _Fold:
                 value, score_time = _timed(fitted.value, self.X_test, self.y_test)
                 suspicion = -value
             auc = mislabel_detection_auc(suspicion.to_numpy(), flipped)
-            records.append(
-                self._record(name, "mislabel_auc", auc, fit_time, score_time)
-            )
+            return {"mislabel_auc": auc}, fit_time, score_time
+
+        records = []
+        for name, estimator in estimators.items():
+            records += self._measure(name, ["mislabel_auc"], evaluate, estimator)
         return records
 
     def _removal(self, estimators):
@@ -209,8 +251,9 @@ class _Fold:
         model = Retrainer(
             self.model, self.X_train, self.y_train, random_state=self.seed
         ).full_
-        records = []
-        for name, estimator in estimators.items():
+        metrics = ["removal_highest", "removal_lowest"]
+
+        def evaluate(estimator):
             fitted, fit_time = _timed(
                 _fit_valuation,
                 _seeded_clone(estimator, self.seed),
@@ -230,11 +273,17 @@ class _Fold:
                 random_state=self.seed,
             )
             curve = curve[curve["fraction"] > 0]
-            for order in ("highest", "lowest"):
-                score = float(curve.loc[curve["order"] == order, "score"].mean())
-                records.append(
-                    self._record(name, f"removal_{order}", score, fit_time, score_time)
+            scores = {
+                f"removal_{order}": float(
+                    curve.loc[curve["order"] == order, "score"].mean()
                 )
+                for order in ("highest", "lowest")
+            }
+            return scores, fit_time, score_time
+
+        records = []
+        for name, estimator in estimators.items():
+            records += self._measure(name, metrics, evaluate, estimator)
         return records
 
 
@@ -261,6 +310,7 @@ def _evaluate_fold(fold, train, test, estimators, model, X, y, scoring, settings
         "n_jobs": [None, Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "error_score": [StrOptions({"raise"}), Real],
     },
     prefer_skip_nested_validation=False,
 )
@@ -283,6 +333,7 @@ def compare_estimators(
     n_jobs=None,
     random_state=None,
     verbose=0,
+    error_score=np.nan,
 ):
     """Compare influence and valuation estimators by cross-validation.
 
@@ -365,6 +416,14 @@ def compare_estimators(
         do not depend on ``n_jobs``. The splits are those of ``cv``.
     verbose : int, default=0
         Print one line per result (and joblib's progress) when positive.
+    error_score : "raise" or float, default=np.nan
+        As in :func:`sklearn.model_selection.cross_validate`: the value
+        recorded for every metric of an estimator whose ``fit`` or scoring
+        raises on a fold (its times are NaN), with a
+        :class:`~sklearn.exceptions.FitFailedWarning` naming its key, the
+        fold and the error; the other estimators' results are kept. With
+        ``"raise"`` the error is raised again, its message starting with
+        ``estimators[<key>] failed on fold <fold>``.
 
     Returns
     -------
@@ -420,6 +479,7 @@ def compare_estimators(
         detection=detection,
         removal_fractions=removal_fractions,
         verbose=verbose,
+        error_score=error_score,
     )
     results = Parallel(n_jobs=n_jobs, verbose=verbose)(
         delayed(_evaluate_fold)(
@@ -427,6 +487,8 @@ def compare_estimators(
         )
         for fold, ((train, test), seed) in enumerate(zip(splits, seeds))
     )
-    return pd.DataFrame(
-        [record for fold in results for record in fold], columns=COLUMNS
-    )
+    records = [record for fold in results for record in fold]
+    # warned here, not in the workers: joblib's processes would lose them
+    for failure in dict.fromkeys(r["error"] for r in records if "error" in r):
+        warnings.warn(failure, FitFailedWarning, stacklevel=2)
+    return pd.DataFrame(records, columns=COLUMNS)
