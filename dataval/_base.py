@@ -65,8 +65,9 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     #: the training rows this object scores; parallel workers get a slice
     _worker_rows = slice(None)
     #: attributes set by ``_fit_curvature`` that ``dataval.save`` writes and
-    #: ``dataval.load`` restores (tensors, numbers, containers of them); when
-    #: empty, ``load`` runs ``_fit_curvature`` again
+    #: ``dataval.load`` restores (tensors, numbers, strings, numpy arrays and
+    #: containers of them): everything scoring needs that a pass over the
+    #: training data computed
     _saved_state = ()
 
     # ------------------------------------------------------------------ fitting
@@ -143,6 +144,20 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def _fit_curvature(self):
         """Learn what ``_apply_inverse`` needs from the training data."""
+
+    def _fitted_state(self):
+        """``{name: value}`` of what ``_fit_curvature`` learned, for ``dataval.save``."""
+        return {name: getattr(self, name) for name in self._saved_state}
+
+    def _restore_state(self, state):
+        """Set a ``_fitted_state`` again after ``_fit_model``, with no pass over the data.
+
+        Subclasses also rebuild here, from their parameters and the saved
+        values, the fitted parts that are code rather than numbers (layer
+        hooks, checkpoint models, seeded projections).
+        """
+        for name, value in state.items():
+            setattr(self, name, value)
 
     @abstractmethod
     def _apply_inverse(self, G):
@@ -231,15 +246,17 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """Bytes of the whole training set's ``_training_batch`` results."""
         return self.n_train_ * self._vector_size() * self.dtype_.itemsize
 
-    def _curvature_product(self, V, curvature, X=None, y=None):
+    def _curvature_product(self, V, curvature, rows=None):
         """``V @ H`` for ``V`` of shape (k, p): the objective's curvature.
 
-        ``H`` is the mean over the rows of ``(X, y)`` (default: the training
-        set) of the loss Hessian (``curvature="hessian"``) or Gauss-Newton
-        matrix (``"ggn"``), plus the model's L2 term. Damping is not included.
+        ``H`` is the mean over the training rows at positions ``rows``
+        (default: all) of the loss Hessian (``curvature="hessian"``) or
+        Gauss-Newton matrix (``"ggn"``), plus the model's L2 term. Damping is
+        not included.
         """
-        if X is None:
-            X, y = self._X_train, self._y_train
+        X, y = self._X_train, self._y_train
+        if rows is not None:
+            X, y = X[rows], y[rows]
         total = torch.zeros_like(V)
         # the products run in the gradient passes' dtype, the sum in V's
         V_model = V.to(self.model_.dtype)

@@ -110,6 +110,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         "complement": [StrOptions({"ignore", "damping"})],
         "n_iter": [None, Interval(Integral, 1, None, closed="left")],
     }
+    _saved_state = MatrixFreeInfluence._saved_state + ("eigenvalues_", "eigenvectors_")
 
     def __init__(
         self,

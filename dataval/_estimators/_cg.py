@@ -119,6 +119,7 @@ class CGInfluence(MatrixFreeInfluence):
         "preconditioner_rank": [Interval(Integral, 1, None, closed="left")],
         "hessian_batch_size": [None, Interval(Integral, 1, None, closed="left")],
     }
+    _saved_state = MatrixFreeInfluence._saved_state + ("_low_rank", "n_iter_")
 
     def __init__(
         self,
@@ -156,8 +157,7 @@ class CGInfluence(MatrixFreeInfluence):
         size = self.hessian_batch_size
         if size is None or size >= self.n_train_:
             return None
-        rows = torch.randperm(self.n_train_, generator=self._generator())[:size]
-        return self._X_train[rows], self._y_train[rows]
+        return torch.randperm(self.n_train_, generator=self._generator())[:size]
 
     def _fit_operator(self):
         self._low_rank = None

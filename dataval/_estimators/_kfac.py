@@ -157,6 +157,14 @@ class KFACInfluence(BaseInfluence):
         "query_rank": [None, Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
+    _saved_state = (
+        "layers_",
+        "_positions",
+        "_bases",
+        "_factor_eigenvalues",
+        "eigenvalues_",
+        "damping_",
+    )
     #: whether a second pass refits the eigenvalues (EK-FAC)
     _corrects_eigenvalues = False
 
@@ -189,13 +197,7 @@ class KFACInfluence(BaseInfluence):
     # ------------------------------------------------------------- fitting
     def _fit_curvature(self):
         check_fisher(self.fisher, self.model_.adapted.loss)
-        self._layer_list = self._select_layers()
-        self.layers_ = [layer.name for layer in self._layer_list]
-        stops = np.cumsum([layer.size for layer in self._layer_list]).tolist()
-        self._slices = [
-            slice(b - layer.size, b) for layer, b in zip(self._layer_list, stops)
-        ]
-        self.n_params_ = stops[-1]
+        self._set_layers(self._select_layers())
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         self._generator = torch.Generator(device=self.device_).manual_seed(seed)
 
@@ -220,6 +222,22 @@ class KFACInfluence(BaseInfluence):
     def _select_layers(self):
         """The layers whose signals ``capture`` records (``Layer`` objects)."""
         return select_layers(self.model_.adapted.module, self.layers)
+
+    def _set_layers(self, layers):
+        """The layer list and each layer's slice of the flat gradient."""
+        self._layer_list = layers
+        self.layers_ = [layer.name for layer in layers]
+        stops = np.cumsum([layer.size for layer in layers]).tolist()
+        self._slices = [slice(b - layer.size, b) for layer, b in zip(layers, stops)]
+        self.n_params_ = stops[-1]
+
+    def _restore_state(self, state):
+        super()._restore_state(state)
+        self._set_layers(self._restored_layers())
+
+    def _restored_layers(self):
+        """``_select_layers`` again, with what it drew at fit taken from the state."""
+        return self._select_layers()
 
     def _fit_signals(self):
         """Yield each training batch's layer signals with ``fisher``'s vectors."""

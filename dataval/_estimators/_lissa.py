@@ -132,6 +132,11 @@ class LiSSAInfluence(MatrixFreeInfluence):
         "repeats": [Interval(Integral, 1, None, closed="left")],
         "hessian_batch_size": [None, Interval(Integral, 1, None, closed="left")],
     }
+    _saved_state = MatrixFreeInfluence._saved_state + (
+        "largest_eigenvalue_",
+        "scale_",
+        "_seed",
+    )
 
     def __init__(
         self,
@@ -189,12 +194,11 @@ class LiSSAInfluence(MatrixFreeInfluence):
             )
 
     def _step_rows(self, generator):
-        """``(X, y)`` of one step's mini-batch, or ``None`` for all rows."""
+        """Positions of one step's mini-batch of rows, or ``None`` for all rows."""
         size = self.hessian_batch_size
         if size is None:
             return None
-        rows = torch.randint(self.n_train_, (size,), generator=generator)
-        return self._X_train[rows], self._y_train[rows]
+        return torch.randint(self.n_train_, (size,), generator=generator)
 
     def _apply_inverse(self, G):
         generator = torch.Generator().manual_seed(self._seed)

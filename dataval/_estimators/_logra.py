@@ -156,6 +156,7 @@ class LoGraInfluence(EKFACInfluence):
         "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
         "eigenvalue_correction": ["boolean"],
     }
+    _saved_state = EKFACInfluence._saved_state + ("projections_",)
 
     def __init__(
         self,
@@ -196,15 +197,22 @@ class LoGraInfluence(EKFACInfluence):
     def _select_layers(self):
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         generator = torch.Generator(device=self.device_).manual_seed(seed)
-        k, layers = self.projection_dim, []
+        k, projections = self.projection_dim, {}
         for layer in super()._select_layers():
             # in the dtype of the signals they project
             dtype = self.model_.dtype
-            P_in = _orthonormal_rows(k, layer.d_in, generator, dtype)
-            P_out = _orthonormal_rows(k, layer.d_out, generator, dtype)
-            layers.append(_ProjectedLayer(layer, P_in, P_out))
-        self.projections_ = {layer.name: (layer.P_in, layer.P_out) for layer in layers}
-        return layers
+            projections[layer.name] = (
+                _orthonormal_rows(k, layer.d_in, generator, dtype),
+                _orthonormal_rows(k, layer.d_out, generator, dtype),
+            )
+        self.projections_ = projections
+        return self._restored_layers()
+
+    def _restored_layers(self):
+        return [
+            _ProjectedLayer(layer, *self.projections_[layer.name])
+            for layer in super()._select_layers()
+        ]
 
     def _fit_eigenvalues(self, signals):
         if self.eigenvalue_correction:

@@ -40,6 +40,7 @@ class MatrixFreeInfluence(BaseInfluence):
         "curvature": [StrOptions({"hessian", "ggn"})],
         "random_state": ["random_state"],
     }
+    _saved_state = ("damping_", "_curvature_rows")
 
     def _fit_curvature(self):
         self._random = check_random_state(self.random_state)
@@ -52,7 +53,10 @@ class MatrixFreeInfluence(BaseInfluence):
         """Learn what ``_apply_inverse`` needs, once ``damping_`` is known."""
 
     def _choose_curvature_rows(self):
-        """``(X, y)`` whose mean curvature the products use; ``None``: all rows."""
+        """Positions of the training rows whose mean curvature the products use.
+
+        ``None``: all rows.
+        """
         return None
 
     def _generator(self):
@@ -62,11 +66,12 @@ class MatrixFreeInfluence(BaseInfluence):
     def _product(self, V, damped=True, rows=None):
         """``V @ (H + damping_ I)`` (or ``V @ H``) for ``V`` of shape (k, p).
 
-        ``rows``: the ``(X, y)`` the curvature averages over (default: the
-        estimator's curvature rows).
+        ``rows``: positions of the training rows the curvature averages over
+        (default: the estimator's curvature rows).
         """
-        X, y = rows or self._curvature_rows or (None, None)
-        out = self._curvature_product(V, self.curvature, X, y)
+        out = self._curvature_product(
+            V, self.curvature, self._curvature_rows if rows is None else rows
+        )
         return out + self.damping_ * V if damped else out
 
     def _random_vectors(self, k, generator, rademacher=False):

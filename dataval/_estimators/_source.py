@@ -135,6 +135,7 @@ class SourceInfluence(BaseInfluence):
         "learning_rates": [Real, list, tuple, np.ndarray],
         "steps": [Real, list, tuple, np.ndarray],
     }
+    _saved_state = ("learning_rates_", "steps_", "layers_", "n_params_")
     _parameter_constraints.pop("query_rank")
 
     def __init__(
@@ -173,22 +174,43 @@ class SourceInfluence(BaseInfluence):
             self.learning_rates, len(models), "learning_rates"
         )
         self.steps_ = _per_segment(self.steps, len(models), "steps")
+        self.segments_ = self._segments(models)
+        for segment in self.segments_:
+            segment._fit_curvature()
+        last = self.segments_[-1]
+        self.layers_ = last.layers_
+        self.n_params_ = last.n_params_
+
+    def _segments(self, models):
+        """One unfitted EK-FAC estimator per checkpoint, on the training data."""
         params = {
             name: getattr(self, name)
             for name in EKFACInfluence().get_params()
             if hasattr(self, name)
         }
-        self.segments_ = []
+        segments = []
         for model in models:
             segment = EKFACInfluence(**params)
             segment._set_training(
                 model, self._X_train, self._y_train, self.train_index_
             )
-            segment._fit_curvature()
-            self.segments_.append(segment)
-        last = self.segments_[-1]
-        self.layers_ = last.layers_
-        self.n_params_ = last.n_params_
+            segments.append(segment)
+        return segments
+
+    def _fitted_state(self):
+        state = super()._fitted_state()
+        state["segments"] = [segment._fitted_state() for segment in self.segments_]
+        return state
+
+    def _restore_state(self, state):
+        state = dict(state)
+        saved = state.pop("segments")
+        super()._restore_state(state)
+        self.segments_ = self._segments(
+            checkpoint_models(self.model_, self.checkpoints)
+        )
+        for segment, segment_state in zip(self.segments_, saved, strict=True):
+            segment._restore_state(segment_state)
 
     def _gradients(self, X, y):
         # (b, L * p): each segment's layer gradients at its checkpoint

@@ -109,6 +109,7 @@ class TracIn(BaseInfluence):
         "checkpoints": [None, list, tuple],
         "learning_rates": [Real, list, tuple, np.ndarray],
     }
+    _saved_state = ("learning_rates_", "n_checkpoints_", "_rates")
     _per_training_point = False
 
     def __init__(
@@ -148,6 +149,10 @@ class TracIn(BaseInfluence):
             torch.as_tensor(self.learning_rates_, dtype=self.dtype_),
             self.n_params_,
         ).to(self.device_)
+
+    def _restore_state(self, state):
+        super()._restore_state(state)
+        self._models = checkpoint_models(self.model_, self.checkpoints)
 
     def _gradients(self, X, y):
         # (b, K * p): gradients at every checkpoint side by side

@@ -131,6 +131,14 @@ class TRAKInfluence(BaseInfluence):
         "checkpoints": [None, list, tuple],
         "random_state": ["random_state"],
     }
+    _saved_state = (
+        "_seed",
+        "n_checkpoints_",
+        "projection_dim_",
+        "eigenvalues_",
+        "_inverse_eigenvalues",
+        "_eigenvectors",
+    )
 
     def __init__(
         self,
@@ -157,11 +165,10 @@ class TRAKInfluence(BaseInfluence):
         self.n_jobs = n_jobs
 
     def _fit_curvature(self):
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        self._projection = RandomProjection(
-            self.n_params_, self.projection_dim, seed, self.device_, self.dtype_
+        self._seed = check_random_state(self.random_state).randint(
+            np.iinfo(np.int32).max
         )
-        self._models = checkpoint_models(self.model_, self.checkpoints)
+        self._set_projection_and_models()
         self.n_checkpoints_ = len(self._models)
         self.projection_dim_ = dim = self._projection.out_dim
         # P (G + damping I) P^T has rank p < dim: its dim - p null directions
@@ -181,6 +188,17 @@ class TRAKInfluence(BaseInfluence):
         warn_if_not_positive_definite(
             self.eigenvalues_[:, null:].ravel(), 0.0, "ggn", "P (G + damping I) P^T"
         )
+
+    def _set_projection_and_models(self):
+        """The seeded projection and the checkpoint models: no pass over the data."""
+        self._projection = RandomProjection(
+            self.n_params_, self.projection_dim, self._seed, self.device_, self.dtype_
+        )
+        self._models = checkpoint_models(self.model_, self.checkpoints)
+
+    def _restore_state(self, state):
+        super()._restore_state(state)
+        self._set_projection_and_models()
 
     def _projected_curvature(self, model):
         """``P (G + damping I) P^T`` (dim, dim) of one checkpoint, symmetric."""
