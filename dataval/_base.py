@@ -29,6 +29,7 @@ from ._adapters import adapt_model
 from ._config import get_config
 from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
+from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
 from ._validation import check_X_y, resolve_device, resolve_dtype
 
@@ -71,7 +72,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     _saved_state = ()
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, model, X, y):
+    def fit(self, model, X, y, sample_weight=None):
         """Read a fitted model and what the method needs about its training data.
 
         Parameters
@@ -83,6 +84,12 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             ``train`` axis of every output.
         y : array-like, Series or tensor of shape (n_train, ...)
             Training targets.
+        sample_weight : array-like of shape (n_train,), default=None
+            The weights ``model`` was fitted with. The training objective is
+            then ``(1/n) sum_j w_j loss_j + regularizer``, and the influence
+            of row ``j`` is that of removing ``w_j loss_j`` (a row of weight 0
+            has none). A scikit-learn model's ``class_weight`` is applied on
+            top, as scikit-learn does.
 
         Returns
         -------
@@ -93,7 +100,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         # the estimator unfitted
         self._forget_fit()
         try:
-            self._fit_model(model, X, y)
+            self._fit_model(model, X, y, sample_weight)
             self._fit_curvature()
             check_fitted_state(self)
         except BaseException:
@@ -107,31 +114,45 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         for name in [name for name in vars(self) if name not in params]:
             delattr(self, name)
 
-    def _fit_model(self, model, X, y):
-        """Everything ``fit`` does before ``_fit_curvature``: cheap, no pass over X."""
+    def _fit_model(self, model, X, y, sample_weight=None):
+        """Everything ``fit`` does before ``_fit_curvature``: one cheap check pass.
+
+        For a model that should minimize its rebuilt objective (scikit-learn),
+        the objective's gradient is measured once and a warning given when
+        it is not near zero.
+        """
         validate_parameter_constraints(
             self._parameter_constraints,
             self.get_params(deep=False),
             caller_name=type(self).__name__,
         )
         index = check_X_y(X, y)
+        given_weights = check_sample_weight(sample_weight, len(index))
         device = resolve_device(self.device)
         # gradient passes run in the requested dtype; curvature, solves, stored
         # gradients and scores in at least float32 (mixed precision for 16-bit)
         grad_dtype = resolve_dtype(self.dtype, self._default_dtype)
         adapted = adapt_model(model, self.loss, X, y)
         X_t, y_t = adapted.prepare_X(X), adapted.prepare_y(y)
+        weights = training_weights(adapted, y_t, given_weights)
+        if adapted.at_minimum:
+            warn_if_not_stationary(
+                adapted, X_t, y_t, weights, self.batch_size, given_weights is not None
+            )
         self._set_training(
             FunctionalModel(adapted, device, grad_dtype),
             X_t,
             y_t,
             pd.Index(index).rename("train"),
+            None if weights is None else torch.from_numpy(weights),
         )
 
-    def _set_training(self, model, X, y, train_index):
+    def _set_training(self, model, X, y, train_index, sample_weight=None):
         """The fitted state ``_fit_curvature`` reads: a model and prepared data.
 
-        Lets an estimator fit others on its own model's checkpoints.
+        ``sample_weight``: the per-row weights (n,) of the objective, or
+        ``None`` for all ones. Lets an estimator fit others on its own
+        model's checkpoints.
         """
         self.model_ = model
         self.device_ = model.device
@@ -140,6 +161,11 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         self.n_params_ = model.n_params
         self.train_index_ = train_index
         self._X_train, self._y_train = X, y
+        self._sample_weight = (
+            None
+            if sample_weight is None
+            else sample_weight.to(self.device_, self.dtype_)
+        )
 
     @abstractmethod
     def _fit_curvature(self):
@@ -222,7 +248,10 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         for start, X_b, y_b in self._batches(
             self._X_train[rows], self._y_train[rows], "train"
         ):
-            G = self._training_batch(X_b, y_b)
+            G = self._weighted(
+                self._training_batch(X_b, y_b),
+                self._weights_at(rows, start, len(X_b)),
+            )
             if keep is not None:
                 keep.append((start, G))
             yield start, G
@@ -233,7 +262,25 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """Yield ``(offset, G)``: ``_training_batch`` of the rows at ``positions``."""
         X, y = self._X_train[positions], self._y_train[positions]
         for start, X_b, y_b in self._batches(X, y, "train"):
-            yield start, self._training_batch(X_b, y_b)
+            weights = self._weights_at(positions, start, len(X_b))
+            yield start, self._weighted(self._training_batch(X_b, y_b), weights)
+
+    def _weights_at(self, rows, start, size):
+        """Objective weights (size,) of training rows ``rows[start:start+size]``.
+
+        ``None`` when the objective is unweighted.
+        """
+        if self._sample_weight is None:
+            return None
+        return self._sample_weight[rows][start : start + size]
+
+    def _weighted(self, G, weights):
+        """A ``_training_batch`` result with row ``j`` scaled by ``weights[j]``.
+
+        Removing row ``j`` removes ``w_j loss_j`` from the objective: its
+        gradient enters the influence equation as ``w_j g_j``.
+        """
+        return G if weights is None else G * weights[:, None].to(G.dtype)
 
     def _training_batch(self, X, y):
         """Gradients of a prepared training batch, in the form ``_inner`` takes.
@@ -255,13 +302,14 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         not included.
         """
         X, y = self._X_train, self._y_train
-        if rows is not None:
-            X, y = X[rows], y[rows]
+        rows = slice(None) if rows is None else rows
+        X, y = X[rows], y[rows]
         total = torch.zeros_like(V)
         # the products run in the gradient passes' dtype, the sum in V's
         V_model = V.to(self.model_.dtype)
-        for _, X_b, y_b in self._batches(X, y, "curvature"):
-            total += self.model_.curvature_matvec(V_model, X_b, y_b, curvature)
+        for start, X_b, y_b in self._batches(X, y, "curvature"):
+            weights = self._weights_at(rows, start, len(X_b))
+            total += self.model_.curvature_matvec(V_model, X_b, y_b, curvature, weights)
         return total / len(X) + V * self.model_.l2
 
     def _vector_size(self):
@@ -490,7 +538,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         return pd.Series(values, index=self.train_index_, name=name)
 
     def self_influence(self):
-        """``(1/n) g_j^T (H + damping I)^{-1} g_j`` for every training row.
+        """``(1/n) w_j g_j^T (H + damping I)^{-1} g_j`` for every training row.
 
         Large values mark rows the model had to bend to fit: unusual or
         mislabeled examples.
@@ -505,15 +553,17 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         return values
 
     def _self_influence_rows(self, store):
-        return np.concatenate(
-            [
-                self._influence(self._apply_inverse(G), G, diagonal=True)
-                .float()
-                .cpu()
-                .numpy()
-                for _, G in self._training_gradients(store)
-            ]
-        )
+        rows = self._worker_rows
+        blocks = []
+        for j0, G in self._training_gradients(store):
+            block = self._influence(self._apply_inverse(G), G, diagonal=True)
+            weights = self._weights_at(rows, j0, len(block))
+            if weights is not None:
+                # both sides carry w_j; the effect of removing row j on its
+                # own (unweighted) loss carries it once
+                block = torch.where(weights > 0, block / weights, 0.0)
+            blocks.append(block.float().cpu().numpy())
+        return np.concatenate(blocks)
 
 
 def dense_size_message(n_params, limit, name):

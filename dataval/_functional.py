@@ -175,8 +175,10 @@ class FunctionalModel:
         output = self._forward(theta, x.unsqueeze(0))
         return self.adapted.loss(output, target.unsqueeze(0)).sum()
 
-    def _batch_loss(self, theta, X, target):
-        return self.adapted.loss(self._forward(theta, X), target).sum()
+    def _batch_loss(self, theta, X, target, weights=None):
+        return _weighted_sum(
+            self.adapted.loss(self._forward(theta, X), target), weights
+        )
 
     def prepare(self, X, y=None):
         """Move a batch to the device (floating data cast to the dtype)."""
@@ -227,23 +229,28 @@ class FunctionalModel:
         """Hessian of each row's loss in its flattened output, ``(B, k, k)``."""
         return loss_hessians(self.adapted.loss, self.outputs(X), y)
 
-    def curvature_matvec(self, V, X, y, curvature="hessian"):
+    def curvature_matvec(self, V, X, y, curvature="hessian", weights=None):
         """``V @ C`` for the summed loss of a batch, ``V`` of shape ``(k, p)``.
 
-        ``C`` is the Hessian of ``sum_b loss_b`` (``curvature="hessian"``) or its
-        Gauss-Newton matrix ``J^T H_out J`` (``"ggn"``). No regularizer, no
-        normalization: callers add ``l2`` and divide by ``n``.
+        ``C`` is the Hessian of ``sum_b w_b loss_b`` (``curvature="hessian"``)
+        or its Gauss-Newton matrix ``J^T H_out J`` (``"ggn"``); ``weights``
+        (b,) default to ones. No regularizer, no normalization: callers add
+        ``l2`` and divide by ``n``.
         """
         with self.borrow(), _FORWARD_AD:
             if curvature == "hessian":
                 gradient = grad(self._batch_loss)
 
                 def product(v):
-                    return jvp(lambda t: gradient(t, X, y), (self.theta,), (v,))[1]
+                    return jvp(
+                        lambda t: gradient(t, X, y, weights), (self.theta,), (v,)
+                    )[1]
 
             else:
                 output, output_vjp = vjp(lambda t: self._forward(t, X), self.theta)
-                output_grad = grad(lambda o: self.adapted.loss(o, y).sum())
+                output_grad = grad(
+                    lambda o: _weighted_sum(self.adapted.loss(o, y), weights)
+                )
 
                 def product(v):
                     jv = jvp(lambda t: self._forward(t, X), (self.theta,), (v,))[1]
@@ -261,6 +268,11 @@ def _check_finite_tensors(tensors, source):
                 f"of a {source} with non-finite parameters or buffers is undefined. "
                 "Use a model (or checkpoint) saved before training diverged."
             )
+
+
+def _weighted_sum(losses, weights):
+    """``sum_b w_b loss_b`` of per-row losses (b,); plain sum for no weights."""
+    return losses.sum() if weights is None else (losses * weights.to(losses)).sum()
 
 
 def _from_state(state_dict, name, default):

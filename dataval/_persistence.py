@@ -66,9 +66,15 @@ def _decode(obj, device):
 
 
 def _fingerprint(estimator):
-    """SHA-256 of the prepared training data's values, shapes and dtypes."""
+    """SHA-256 of the prepared training data's values, shapes and dtypes.
+
+    The objective's row weights count as data (``None``: unweighted).
+    """
     digest = hashlib.sha256()
-    for tensor in (estimator._X_train, estimator._y_train):
+    weights = estimator._sample_weight
+    tensors = [estimator._X_train, estimator._y_train]
+    tensors += [] if weights is None else [weights]
+    for tensor in tensors:
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{tuple(tensor.shape)} {tensor.dtype};".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -159,7 +165,7 @@ def save(estimator, path):
     torch.save(payload, path)
 
 
-def load(path, model, X, y, **params):
+def load(path, model, X, y, *, sample_weight=None, **params):
     """Rebuild an estimator saved with :func:`save`, without refitting it.
 
     Parameters
@@ -172,6 +178,8 @@ def load(path, model, X, y, **params):
         The training data it was fitted on: same values (checked against a
         fingerprint stored in the file); a pandas index labels the outputs
         as in ``fit``.
+    sample_weight : array-like of shape (n_train,), default=None
+        The weights given to ``fit``, if any (part of the fingerprint).
     **params
         Estimator parameters to set. Required for parameters that the file
         cannot hold (a callable ``loss``, ``checkpoints`` given as
@@ -213,7 +221,7 @@ def load(path, model, X, y, **params):
             f"dataval.load(path, model, X, y, {missing[0]}=...)."
         )
     estimator = cls(**{**payload["params"], **params})
-    estimator._fit_model(model, X, y)
+    estimator._fit_model(model, X, y, sample_weight)
     if estimator.n_train_ != payload["n_train"]:
         raise ValueError(
             f"X has {estimator.n_train_} rows but the file was fitted on "

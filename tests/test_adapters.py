@@ -14,6 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from dataval import ExactInfluence
 from dataval._adapters import adapt_model
 from dataval._functional import FunctionalModel
+from dataval._objective import stationarity
 
 TIGHT = dict(tol=1e-12, max_iter=10_000)
 rng = np.random.RandomState(0)
@@ -43,8 +44,15 @@ SKLEARN_CASES = [
         "proba",
     ),
     ("linear", LinearRegression(), X_REG, Y_REG, "predict"),
-    ("ridge", Ridge(alpha=3.0), X_REG, Y_REG, "predict"),
-    ("ridge-multi", Ridge(alpha=[1.0, 5.0]), X_REG, Y_REG2, "predict"),
+    # a direct solver: the iterative ones "auto" may pick stop at tol=1e-4
+    ("ridge", Ridge(alpha=3.0, solver="cholesky"), X_REG, Y_REG, "predict"),
+    (
+        "ridge-multi",
+        Ridge(alpha=[1.0, 5.0], solver="cholesky"),
+        X_REG,
+        Y_REG2,
+        "predict",
+    ),
     (
         "mlp-classifier",
         MLPClassifier(
@@ -74,11 +82,14 @@ SKLEARN_CASES = [
         "proba",
     ),
     (
+        # L-BFGS stops on a relative decrease of the loss (scipy's ftol, not
+        # settable through scikit-learn): a well-conditioned objective
+        # (alpha=10) puts that stop close to the minimum
         "mlp-regressor",
         MLPRegressor(
             hidden_layer_sizes=(4,),
             activation="tanh",
-            alpha=1.0,
+            alpha=10.0,
             solver="lbfgs",
             random_state=0,
             **TIGHT,
@@ -122,17 +133,15 @@ def test_sklearn_conversion_predicts_the_same(name, model, X, y, kind):
 def test_sklearn_objective_is_stationary_at_the_fit(name, model, X, y, kind):
     """The converted objective (mean loss + L2) has zero gradient at the fit.
 
-    scikit-learn's L-BFGS stops on a relative decrease of the objective, so the
-    gradient is small, not zero: 1e-3 of the per-row gradients' size.
+    Direct solvers reach it to rounding (below 1e-13 of the per-row
+    gradients' size); scikit-learn's L-BFGS stops on a relative decrease of
+    the loss, at most 1.3e-4 on these fixtures (benchmarks/stationarity.py):
+    the bound leaves a margin of 7.
     """
     model.fit(X, y)
     adapted = adapt_model(model, "auto", X, y)
-    fm = FunctionalModel(adapted, torch.device("cpu"), torch.float64)
-    X_t, y_t = fm.prepare(adapted.prepare_X(X), adapted.prepare_y(y))
-    per_row = fm.per_sample_grads(X_t, y_t)
-    objective_grad = per_row.mean(0) + fm.l2 * fm.theta
-    scale = per_row.abs().mean()
-    assert float(objective_grad.abs().max() / scale) < 1e-3
+    X_t, y_t = adapted.prepare_X(X), adapted.prepare_y(y)
+    assert stationarity(adapted, X_t, y_t, None, batch_size=64) < 1e-3
 
 
 def test_regularizer_matters_for_stationarity():
@@ -231,11 +240,13 @@ def test_skorch_regressor():
             ValueError,
             "non-differentiable",
         ),
-        (LogisticRegression(class_weight="balanced"), ValueError, "class_weight"),
+        (LinearRegression(positive=True), ValueError, r"positive=True\) minimizes"),
+        (Ridge(positive=True), ValueError, "refit it with positive=False"),
     ],
 )
 def test_unsupported_models_raise(model, error, match):
-    if isinstance(model, LogisticRegression) and match != "not fitted":
+    fittable = (LogisticRegression, LinearRegression, Ridge)
+    if isinstance(model, fittable) and match != "not fitted":
         model.fit(X_CLS, Y2)
     with pytest.raises(error, match=match):
         ExactInfluence().fit(model, X_CLS, Y2)

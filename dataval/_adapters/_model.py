@@ -47,6 +47,12 @@ class AdaptedModel:
     target_size : int, default=None
         Number of values in one row of y (targets of a squared error or a
         single-logit cross-entropy).
+    class_weights : callable, default=None
+        ``(prepared y, sample_weight or None) -> (n,)`` per-row weights that
+        the model's own class weighting adds to the objective.
+    at_minimum : bool, default=False
+        Whether the module's parameters should minimize the objective (a
+        converged scikit-learn fit): ``fit`` then measures its gradient.
     """
 
     def __init__(
@@ -65,6 +71,8 @@ class AdaptedModel:
         feature_shape=None,
         target_shape=None,
         target_size=None,
+        class_weights=None,
+        at_minimum=False,
     ):
         self.module = module
         self.loss = loss
@@ -79,6 +87,8 @@ class AdaptedModel:
         self.feature_shape = feature_shape
         self.target_shape = target_shape
         self.target_size = target_size
+        self.class_weights = class_weights
+        self.at_minimum = at_minimum
 
     def trainable_parameters(self):
         """``{name: tensor}`` of the parameters that require gradients."""

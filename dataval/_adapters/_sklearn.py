@@ -2,9 +2,15 @@
 
 Each converter rebuilds the model's prediction function as a torch module and
 its training objective as a per-sample loss plus an L2 term, in the mean form
-``mean_j loss_j + sum_k c_k / 2 ||theta_k||^2`` used everywhere in dataval.
+``mean_j w_j loss_j + sum_k c_k / 2 ||theta_k||^2`` used everywhere in dataval
+(``w_j``: ``sample_weight`` times the model's class weights, 1 by default).
+Each model's ``C`` or ``alpha`` multiplies the same L2 coefficient with or
+without weights: scikit-learn scales its penalty against the sum of the
+losses (LogisticRegression, Ridge) or divides both by the sum of the weights
+(MLP), and either way the minimizer is that of the form above.
 """
 
+import inspect
 from collections import OrderedDict
 
 import numpy as np
@@ -13,6 +19,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from ._losses import BinaryCrossEntropyLoss, CrossEntropyLoss, SquaredErrorLoss
@@ -41,6 +48,36 @@ def _linear_module(coef, intercept, fit_intercept):
     return torch.nn.Sequential(OrderedDict(linear=linear))
 
 
+class ClassWeights:
+    """A classifier's ``class_weight`` as per-row weights, as scikit-learn applies it.
+
+    scikit-learn multiplies each row's ``sample_weight`` by the weight of its
+    class (``"balanced"``: computed from the training labels, and from the
+    sample weights where ``compute_class_weight`` takes them).
+    """
+
+    def __init__(self, class_weight, classes):
+        self.class_weight = class_weight
+        self.classes = classes
+
+    def __call__(self, codes, sample_weight):
+        codes = np.asarray(codes, dtype=np.int64)
+        positions = np.arange(len(self.classes))
+        if isinstance(self.class_weight, dict):
+            per_class = np.array(
+                [float(self.class_weight.get(c, 1.0)) for c in self.classes.tolist()]
+            )
+        else:
+            extra = {}
+            if "sample_weight" in inspect.signature(compute_class_weight).parameters:
+                extra["sample_weight"] = sample_weight
+            per_class = compute_class_weight(
+                self.class_weight, classes=positions, y=codes, **extra
+            )
+        weights = per_class[codes]
+        return weights if sample_weight is None else weights * sample_weight
+
+
 def _logistic_penalty(model):
     penalty = getattr(model, "penalty", "l2")
     l1_ratio = getattr(model, "l1_ratio", None) or 0.0
@@ -56,11 +93,6 @@ def _logistic_penalty(model):
 
 
 def _convert_logistic(model, n_samples):
-    if getattr(model, "class_weight", None) is not None:
-        raise ValueError(
-            "LogisticRegression with class_weight is not supported: the weighted "
-            "objective is not recovered; refit it with class_weight=None."
-        )
     classes = np.asarray(model.classes_)
     binary = len(classes) == 2
     if not binary and model.solver == "liblinear":
@@ -85,10 +117,23 @@ def _convert_logistic(model, n_samples):
         n_features=model.coef_.shape[1],
         binary_target=binary,
         description="LogisticRegression",
+        class_weights=(
+            None
+            if model.class_weight is None
+            else ClassWeights(model.class_weight, classes)
+        ),
+        at_minimum=True,
     )
 
 
 def _convert_least_squares(model, n_samples):
+    if getattr(model, "positive", False):
+        raise ValueError(
+            f"{type(model).__name__}(positive=True) minimizes its objective under "
+            "the constraint coef_ >= 0, so the fitted coefficients are not a "
+            "stationary point of it and influence functions (which assume one) "
+            "do not apply; refit it with positive=False."
+        )
     module = _linear_module(model.coef_, model.intercept_, model.fit_intercept)
     l2 = {}
     if isinstance(model, Ridge):
@@ -106,6 +151,7 @@ def _convert_least_squares(model, n_samples):
         n_features=coef.shape[1],
         description=type(model).__name__,
         target_size=coef.shape[0],
+        at_minimum=True,
     )
 
 
@@ -160,6 +206,7 @@ def _convert_mlp(model, n_samples):
         l2=l2,
         n_features=model.coefs_[0].shape[0],
         description=type(model).__name__,
+        at_minimum=True,
         **extra,
     )
 

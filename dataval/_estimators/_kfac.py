@@ -240,11 +240,23 @@ class KFACInfluence(BaseInfluence):
         return self._select_layers()
 
     def _fit_signals(self):
-        """Yield each training batch's layer signals with ``fisher``'s vectors."""
+        """Yield each training batch's layer signals with ``fisher``'s vectors.
+
+        With objective weights, row ``b``'s inputs ``a`` carry ``sqrt(w_b)``:
+        its curvature ``w_b (a a^T) x (g g^T)`` enters the factors (and the
+        eigenvalue correction) once, through ``A``.
+        """
         loss = self.model_.adapted.loss
-        for _, X_b, y_b in self._batches(self._X_train, self._y_train, "fit"):
+        for start, X_b, y_b in self._batches(self._X_train, self._y_train, "fit"):
             vectors = output_vectors(self.fisher, loss, y_b, self._generator)
-            yield capture(self.model_, self._layer_list, X_b, vectors)
+            signals = capture(self.model_, self._layer_list, X_b, vectors)
+            weights = self._weights_at(slice(None), start, len(X_b))
+            if weights is not None:
+                root = weights.sqrt()[:, None, None]
+                signals = {
+                    name: (a * root.to(a.dtype), g) for name, (a, g) in signals.items()
+                }
+            yield signals
 
     def _fit_factors(self):
         """Eigendecompose ``A`` and ``S`` per layer; return the signals if kept.
@@ -302,6 +314,17 @@ class KFACInfluence(BaseInfluence):
             output_vectors("empirical", loss, y, None),
         )
         return _TrainingBatch({name: (a, g[0]) for name, (a, g) in signals.items()})
+
+    def _weighted(self, G, weights):
+        if weights is None:
+            return G
+        # per-sample gradients g a^T are linear in g
+        return _TrainingBatch(
+            {
+                name: (a, g * weights[:, None, None].to(g.dtype))
+                for name, (a, g) in G.signals.items()
+            }
+        )
 
     def _training_bytes(self):
         per_row = sum(

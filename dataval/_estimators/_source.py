@@ -192,7 +192,11 @@ class SourceInfluence(BaseInfluence):
         for model in models:
             segment = EKFACInfluence(**params)
             segment._set_training(
-                model, self._X_train, self._y_train, self.train_index_
+                model,
+                self._X_train,
+                self._y_train,
+                self.train_index_,
+                self._sample_weight,
             )
             segments.append(segment)
         return segments

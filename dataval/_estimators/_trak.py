@@ -204,9 +204,12 @@ class TRAKInfluence(BaseInfluence):
         """``P (G + damping I) P^T`` (dim, dim) of one checkpoint, symmetric."""
         dim = self.projection_dim_
         total = torch.zeros(dim, dim, dtype=self.dtype_, device=self.device_)
-        for _, X_b, y_b in self._batches(self._X_train, self._y_train, "curvature"):
+        for start, X_b, y_b in self._batches(self._X_train, self._y_train, "curvature"):
             Phi = self._projection(model.per_sample_jacobians(X_b))  # (b, k, dim)
             H = model.output_hessians(X_b, y_b).to(self.dtype_)  # (b, k, k)
+            weights = self._weights_at(slice(None), start, len(X_b))
+            if weights is not None:
+                H = H * weights[:, None, None]
             total += Phi.flatten(0, 1).T @ (H @ Phi).flatten(0, 1)
         total = total / self.n_train_ + self._projection.gram(model.l2 + self.damping)
         return (total + total.T) / 2
