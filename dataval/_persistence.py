@@ -21,6 +21,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseInfluence
+from ._finite import check_fitted_state
 
 #: identifies the layout of the saved dictionary
 FORMAT = "dataval-estimator-2"
@@ -242,4 +243,5 @@ def load(path, model, X, y, *, sample_weight=None, **params):
             "pass the same trained model."
         )
     estimator._restore_state(_decode(payload["state"], estimator.device_))
+    check_fitted_state(estimator)
     return estimator

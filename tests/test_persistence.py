@@ -251,3 +251,13 @@ def test_state_saved_on_cuda_loads_on_the_cpu(fitted, tmp_path):
     pd.testing.assert_frame_equal(
         cpu.score(X_test, y_test), gpu.score(X_test, y_test), rtol=1e-4
     )
+
+
+def test_load_refuses_a_non_finite_state(fitted, tmp_path):
+    module, X, y, *_ = fitted
+    dataval.save(dataval.ExactInfluence().fit(module, X, y), tmp_path / "e.pt")
+    payload = torch.load(tmp_path / "e.pt", weights_only=True)
+    payload["state"]["eigenvalues_"][0] = float("nan")
+    torch.save(payload, tmp_path / "e.pt")
+    with pytest.raises(FloatingPointError, match="eigenvalues_"):
+        dataval.load(tmp_path / "e.pt", module, X, y)

@@ -139,7 +139,9 @@ class KFACInfluence(BaseInfluence):
     >>> from sklearn.neural_network import MLPClassifier
     >>> from dataval import KFACInfluence
     >>> X, y = load_iris(return_X_y=True)
-    >>> mlp = MLPClassifier((8,), max_iter=2000, random_state=0).fit(X, y)
+    >>> mlp = MLPClassifier(
+    ...     (8,), solver="lbfgs", alpha=1.0, max_iter=2000, random_state=0
+    ... ).fit(X, y)
     >>> inf = KFACInfluence(random_state=0).fit(mlp, X, y)
     >>> inf.layers_
     ['layer0', 'layer1']

@@ -143,7 +143,9 @@ class LoGraInfluence(EKFACInfluence):
     >>> from sklearn.neural_network import MLPClassifier
     >>> from dataval import LoGraInfluence
     >>> X, y = load_iris(return_X_y=True)
-    >>> mlp = MLPClassifier((16,), max_iter=2000, random_state=0).fit(X, y)
+    >>> mlp = MLPClassifier(
+    ...     (16,), solver="lbfgs", alpha=1.0, max_iter=2000, random_state=0
+    ... ).fit(X, y)
     >>> logra = LoGraInfluence(projection_dim=4, random_state=0).fit(mlp, X, y)
     >>> logra.eigenvalues_["layer0"].shape
     torch.Size([4, 4])

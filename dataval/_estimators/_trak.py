@@ -117,7 +117,9 @@ class TRAKInfluence(BaseInfluence):
     >>> from sklearn.neural_network import MLPClassifier
     >>> from dataval import TRAKInfluence
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = MLPClassifier((8,), max_iter=2000, random_state=0).fit(X, y)
+    >>> clf = MLPClassifier(
+    ...     (8,), solver="lbfgs", alpha=1.0, max_iter=2000, random_state=0
+    ... ).fit(X, y)
     >>> trak = TRAKInfluence(projection_dim=32, random_state=0).fit(clf, X, y)
     >>> trak.score(X[:3], y[:3]).shape
     (3, 150)
