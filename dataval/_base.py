@@ -29,6 +29,7 @@ from ._adapters import adapt_model
 from ._config import get_config
 from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
+from ._measurements import MEASUREMENTS, resolve_measurement
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
 from ._validation import check_X_y, resolve_device, resolve_dtype
@@ -47,6 +48,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
 
     _parameter_constraints: dict = {
         "damping": [Interval(Real, 0, None, closed="left")],
+        "measurement": [StrOptions(set(MEASUREMENTS)), callable],
         "loss": [StrOptions({"auto"}), callable],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
@@ -146,6 +148,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             pd.Index(index).rename("train"),
             None if weights is None else torch.from_numpy(weights),
         )
+        self._check_measurement(X_t, y_t)
 
     def _set_training(self, model, X, y, train_index, sample_weight=None):
         """The fitted state ``_fit_curvature`` reads: a model and prepared data.
@@ -166,6 +169,17 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             if sample_weight is None
             else sample_weight.to(self.device_, self.dtype_)
         )
+
+    def _measurement_function(self):
+        """``f(output, target) -> (B,)`` of ``measurement``: what queries measure."""
+        return resolve_measurement(self.measurement, self.model_.adapted.loss)
+
+    def _check_measurement(self, X, y):
+        """Refuse a measurement that does not fit the model, before the curvature."""
+        function = self._measurement_function()
+        if callable(self.measurement):
+            X_b, y_b = self.model_.prepare(X[:2], y[:2])
+            function(self.model_.outputs(X_b), y_b)
 
     @abstractmethod
     def _fit_curvature(self):
@@ -211,9 +225,16 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         return (Q * G).sum(1) if diagonal else Q @ G.T
 
     # ------------------------------------------------------------- gradients
-    def _gradients(self, X, y):
-        """Per-sample loss gradients (b, p) of a prepared batch, in ``dtype_``."""
-        return self.model_.per_sample_grads(X, y).to(self.dtype_)
+    def _gradients(self, X, y, function=None):
+        """Per-sample loss gradients (b, p) of a prepared batch, in ``dtype_``.
+
+        ``function(output, target)`` replaces the loss (see ``_query_gradients``).
+        """
+        return self.model_.per_sample_grads(X, y, function).to(self.dtype_)
+
+    def _query_gradients(self, X, y):
+        """Gradients of the measurement of query rows, as ``_gradients`` gives them."""
+        return self._gradients(X, y, self._measurement_function())
 
     def _layers(self):
         """``[(layer name, slice of p)]``: the blocks ``by_layer`` reports."""
@@ -346,7 +367,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         for start in range(0, len(X), chunk):
             Q = torch.cat(
                 [
-                    self._apply_inverse(self._gradients(X_b, y_b))
+                    self._apply_inverse(self._query_gradients(X_b, y_b))
                     for _, X_b, y_b in self._batches(
                         X[start : start + chunk], y[start : start + chunk], "test"
                     )
@@ -366,7 +387,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
 
     # -------------------------------------------------------------- outputs
     def score(self, X_test, y_test, by_layer=False):
-        """Influence of every training row on the loss of every test row.
+        """Influence of every training row on each test row's loss or ``measurement``.
 
         Parameters
         ----------
@@ -381,7 +402,8 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         scores : DataFrame of shape (n_test, n_train), float32
             ``scores.loc[i, j]`` estimates how much removing training row ``j``
             would raise the loss on test row ``i``: positive = helpful,
-            negative = harmful. Index ``test`` (the pandas index of ``X_test``
+            negative = harmful (with another ``measurement``, how much it
+            would raise that). Index ``test`` (the pandas index of ``X_test``
             or a RangeIndex), columns ``train`` (the index seen in ``fit``).
             With ``by_layer=True`` the index is a MultiIndex ``(layer, test)``.
         """
@@ -516,7 +538,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         X_t, y_t, index = self._prepare_test(X_val, y_val)
         total = None
         for _, X_b, y_b in self._batches(X_t, y_t, "validation"):
-            g = self._gradients(X_b, y_b).sum(0)
+            g = self._query_gradients(X_b, y_b).sum(0)
             total = g if total is None else total + g
         q = self._apply_inverse((total / len(X_t))[None])
         value = self._training_series("_value_rows", "value", q)

@@ -171,10 +171,6 @@ class FunctionalModel:
             self.modules.current(), (self.unflatten(theta), self.fixed), (X,)
         )
 
-    def _sample_loss(self, theta, x, target):
-        output = self._forward(theta, x.unsqueeze(0))
-        return self.adapted.loss(output, target.unsqueeze(0)).sum()
-
     def _batch_loss(self, theta, X, target, weights=None):
         return _weighted_sum(
             self.adapted.loss(self._forward(theta, X), target), weights
@@ -206,10 +202,20 @@ class FunctionalModel:
         with self.borrow(), torch.no_grad():
             return self.adapted.loss(self._forward(self.theta, X), y)
 
-    def per_sample_grads(self, X, y):
-        """Gradients of each row's loss, ``(B, p)``."""
+    def per_sample_grads(self, X, y, function=None):
+        """Gradients of each row's loss, ``(B, p)``.
+
+        ``function(output, target)`` (one value per row) replaces the loss,
+        e.g. a measurement on the query side.
+        """
+        function = self.adapted.loss if function is None else function
+
+        def row_value(theta, x, target):
+            output = self._forward(theta, x.unsqueeze(0))
+            return function(output, target.unsqueeze(0)).sum()
+
         with self.borrow():
-            return vmap(grad(self._sample_loss), in_dims=(None, 0, 0))(self.theta, X, y)
+            return vmap(grad(row_value), in_dims=(None, 0, 0))(self.theta, X, y)
 
     def batch_grad(self, X, y):
         """Gradient of the summed loss of a batch, ``(p,)``."""

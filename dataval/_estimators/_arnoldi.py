@@ -44,6 +44,8 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         ``lambda`` added to the kept eigenvalues; ``"auto"`` uses
         ``0.1 * trace(H) / p`` (see the user guide). The value used is
         ``damping_``.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     curvature : {"hessian", "ggn"}, default="hessian"
         The Hessian of the objective, or its generalized Gauss-Newton matrix.
     loss : "auto" or callable, default="auto"
@@ -118,6 +120,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         complement="ignore",
         n_iter=None,
         damping=1e-3,
+        measurement="loss",
         curvature="hessian",
         loss="auto",
         batch_size=256,
@@ -131,6 +134,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         self.complement = complement
         self.n_iter = n_iter
         self.damping = damping
+        self.measurement = measurement
         self.curvature = curvature
         self.loss = loss
         self.batch_size = batch_size

@@ -27,6 +27,8 @@ class CGInfluence(MatrixFreeInfluence):
         ``0.1 * trace(H) / p`` (Hutchinson estimate, see the user guide); the
         value used is ``damping_``. A larger damping also makes CG converge
         in fewer iterations.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     curvature : {"hessian", "ggn"}, default="hessian"
         The Hessian of the objective, or its generalized Gauss-Newton matrix
         (positive semi-definite for convex losses).
@@ -124,6 +126,7 @@ class CGInfluence(MatrixFreeInfluence):
     def __init__(
         self,
         damping=1e-3,
+        measurement="loss",
         curvature="hessian",
         maxiter=100,
         tol=1e-5,
@@ -139,6 +142,7 @@ class CGInfluence(MatrixFreeInfluence):
         n_jobs=None,
     ):
         self.damping = damping
+        self.measurement = measurement
         self.curvature = curvature
         self.maxiter = maxiter
         self.tol = tol

@@ -32,7 +32,7 @@ class EKFACInfluence(KFACInfluence):
         ``lambda`` added to each layer's eigenvalues; ``"auto"`` is 0.1 times
         the layer's mean corrected eigenvalue. The model's L2 term is added
         on top (see ``damping_``).
-    fisher, layers, query_rank, loss, batch_size, device, dtype, random_state, verbose, n_jobs
+    measurement, fisher, layers, query_rank, loss, batch_size, device, dtype, random_state, verbose, n_jobs
         As in :class:`KFACInfluence`.
 
     Attributes

@@ -29,6 +29,13 @@ class ExactInfluence(BaseInfluence):
         ``lambda`` added to the curvature's diagonal. Must make ``H + lambda I``
         positive definite for the result to mean anything (a warning says
         when it does not).
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        What the influence is *on*: the query row's loss, its margin (target
+        logit minus the largest other logit), the log-probability of its
+        target (summed over the positions that are not ``-100``), or
+        ``f(output, target)`` returning one value per row. Only the query
+        side changes; ``influence[i, j]`` estimates ``f_i(theta without j) -
+        f_i(theta)``. See :ref:`measurements`.
     curvature : {"hessian", "ggn"}, default="hessian"
         The Hessian of the objective, or its generalized Gauss-Newton matrix
         ``J^T H_out J`` (positive semi-definite for convex losses).
@@ -102,6 +109,7 @@ class ExactInfluence(BaseInfluence):
     def __init__(
         self,
         damping=1e-3,
+        measurement="loss",
         curvature="hessian",
         loss="auto",
         batch_size=256,
@@ -112,6 +120,7 @@ class ExactInfluence(BaseInfluence):
         n_jobs=None,
     ):
         self.damping = damping
+        self.measurement = measurement
         self.curvature = curvature
         self.loss = loss
         self.batch_size = batch_size

@@ -73,6 +73,8 @@ class KFACInfluence(BaseInfluence):
         ``alpha``) is part of the objective's curvature and is added on top,
         as its mean over the layer's parameters. The values used are in
         ``damping_``.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     fisher : {"true", "empirical", "ggn"}, default="true"
         What ``S`` collects. ``"true"``: gradients at targets sampled from the
         model's predictive distribution (seeded by ``random_state``; Gaussian
@@ -173,6 +175,7 @@ class KFACInfluence(BaseInfluence):
     def __init__(
         self,
         damping="auto",
+        measurement="loss",
         fisher="true",
         layers=None,
         query_rank=None,
@@ -185,6 +188,7 @@ class KFACInfluence(BaseInfluence):
         n_jobs=None,
     ):
         self.damping = damping
+        self.measurement = measurement
         self.fisher = fisher
         self.layers = layers
         self.query_rank = query_rank
@@ -307,13 +311,14 @@ class KFACInfluence(BaseInfluence):
     def _layers(self):
         return list(zip(self.layers_, self._slices))
 
-    def _training_batch(self, X, y):
-        loss = self.model_.adapted.loss
+    def _training_batch(self, X, y, function=None):
+        # the layer signals of the loss, or of function(output, target)
+        function = self.model_.adapted.loss if function is None else function
         signals = capture(
             self.model_,
             self._layer_list,
             X,
-            output_vectors("empirical", loss, y, None),
+            output_vectors("empirical", function, y, None),
         )
         return _TrainingBatch({name: (a, g[0]) for name, (a, g) in signals.items()})
 
@@ -335,8 +340,8 @@ class KFACInfluence(BaseInfluence):
         )
         return int(self.n_train_ * per_row * self.dtype_.itemsize)
 
-    def _gradients(self, X, y):
-        return _flatten(self._training_batch(X, y))
+    def _gradients(self, X, y, function=None):
+        return _flatten(self._training_batch(X, y, function))
 
     def _apply_inverse(self, G):
         if isinstance(G, _TrainingBatch):

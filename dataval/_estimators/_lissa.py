@@ -43,6 +43,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
         ``lambda`` added to the curvature's diagonal; ``"auto"`` uses
         ``0.1 * trace(H) / p`` (see the user guide). The value used is
         ``damping_``.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     curvature : {"hessian", "ggn"}, default="hessian"
         The Hessian of the objective, or its generalized Gauss-Newton matrix.
     depth : int, default=5000
@@ -141,6 +143,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
     def __init__(
         self,
         damping=1e-3,
+        measurement="loss",
         curvature="hessian",
         depth=5000,
         scale="auto",
@@ -155,6 +158,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         n_jobs=None,
     ):
         self.damping = damping
+        self.measurement = measurement
         self.curvature = curvature
         self.depth = depth
         self.scale = scale

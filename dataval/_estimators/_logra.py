@@ -93,6 +93,8 @@ class LoGraInfluence(EKFACInfluence):
         ``False`` plain K-FAC.
     damping : "auto" or float, default="auto"
         As in :class:`KFACInfluence`, in the projected space.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     fisher : {"true", "empirical", "ggn"}, default="true"
         As in :class:`KFACInfluence`.
     layers : list of str, default=None
@@ -165,6 +167,7 @@ class LoGraInfluence(EKFACInfluence):
         projection_dim=64,
         eigenvalue_correction=True,
         damping="auto",
+        measurement="loss",
         fisher="true",
         layers=None,
         query_rank=None,
@@ -180,6 +183,7 @@ class LoGraInfluence(EKFACInfluence):
         self.eigenvalue_correction = eigenvalue_correction
         super().__init__(
             damping=damping,
+            measurement=measurement,
             fisher=fisher,
             layers=layers,
             query_rank=query_rank,

@@ -69,6 +69,8 @@ class SourceInfluence(BaseInfluence):
         Optimizer steps in each segment (one value for all).
     damping : "auto" or float, default="auto"
         As in :class:`EKFACInfluence`, per segment.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     fisher : {"true", "empirical", "ggn"}, default="true"
         As in :class:`KFACInfluence`.
     layers : list of str, default=None
@@ -144,6 +146,7 @@ class SourceInfluence(BaseInfluence):
         learning_rates=1.0,
         steps=1000,
         damping="auto",
+        measurement="loss",
         fisher="true",
         layers=None,
         loss="auto",
@@ -158,6 +161,7 @@ class SourceInfluence(BaseInfluence):
         self.learning_rates = learning_rates
         self.steps = steps
         self.damping = damping
+        self.measurement = measurement
         self.fisher = fisher
         self.layers = layers
         self.loss = loss
@@ -216,9 +220,11 @@ class SourceInfluence(BaseInfluence):
         for segment, segment_state in zip(self.segments_, saved, strict=True):
             segment._restore_state(segment_state)
 
-    def _gradients(self, X, y):
+    def _gradients(self, X, y, function=None):
         # (b, L * p): each segment's layer gradients at its checkpoint
-        return torch.cat([segment._gradients(X, y) for segment in self.segments_], 1)
+        return torch.cat(
+            [segment._gradients(X, y, function) for segment in self.segments_], 1
+        )
 
     def _apply_inverse(self, G):
         p = self.n_params_

@@ -59,6 +59,8 @@ class TracIn(BaseInfluence):
         parameters as a single checkpoint.
     learning_rates : float or list of float, default=1.0
         Learning rate in effect at each checkpoint; one value applies to all.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -116,6 +118,7 @@ class TracIn(BaseInfluence):
         self,
         checkpoints=None,
         learning_rates=1.0,
+        measurement="loss",
         loss="auto",
         batch_size=256,
         device="auto",
@@ -125,6 +128,7 @@ class TracIn(BaseInfluence):
     ):
         self.checkpoints = checkpoints
         self.learning_rates = learning_rates
+        self.measurement = measurement
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
@@ -154,11 +158,11 @@ class TracIn(BaseInfluence):
         super()._restore_state(state)
         self._models = checkpoint_models(self.model_, self.checkpoints)
 
-    def _gradients(self, X, y):
+    def _gradients(self, X, y, function=None):
         # (b, K * p): gradients at every checkpoint side by side
-        return torch.cat([m.per_sample_grads(X, y) for m in self._models], 1).to(
-            self.dtype_
-        )
+        return torch.cat(
+            [m.per_sample_grads(X, y, function) for m in self._models], 1
+        ).to(self.dtype_)
 
     def _apply_inverse(self, G):
         return G * self._rates

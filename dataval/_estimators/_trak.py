@@ -60,6 +60,8 @@ class TRAKInfluence(BaseInfluence):
         (only sensible for small models).
     damping : float, default=1e-3
         ``lambda`` added to the curvature's diagonal before projection.
+    measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
+        As in :class:`ExactInfluence`.
     checkpoints : list of dict or path, default=None
         State dicts of independently trained models (or checkpoints of one
         run), as in :class:`TracIn`; the scores are averaged over them, each
@@ -146,6 +148,7 @@ class TRAKInfluence(BaseInfluence):
         self,
         projection_dim=2048,
         damping=1e-3,
+        measurement="loss",
         checkpoints=None,
         loss="auto",
         batch_size=256,
@@ -157,6 +160,7 @@ class TRAKInfluence(BaseInfluence):
     ):
         self.projection_dim = projection_dim
         self.damping = damping
+        self.measurement = measurement
         self.checkpoints = checkpoints
         self.loss = loss
         self.batch_size = batch_size
@@ -216,10 +220,14 @@ class TRAKInfluence(BaseInfluence):
         total = total / self.n_train_ + self._projection.gram(model.l2 + self.damping)
         return (total + total.T) / 2
 
-    def _gradients(self, X, y):
+    def _gradients(self, X, y, function=None):
         # (b, K * dim): projected gradients at every checkpoint side by side
         return torch.cat(
-            [self._projection(m.per_sample_grads(X, y)) for m in self._models], 1
+            [
+                self._projection(m.per_sample_grads(X, y, function))
+                for m in self._models
+            ],
+            1,
         )
 
     def _apply_inverse(self, G):
