@@ -84,12 +84,20 @@ def select_layers(module, names=None):
     """
     modules = dict(module.named_modules())
     _check_untied(module)
+    fused = _fused_attention(modules)
     supported = [
         name
         for name, m in modules.items()
-        if _is_supported(m) and m.weight.requires_grad
+        if _is_supported(m) and m.weight.requires_grad and name not in fused
     ]
     if names is None:
+        trained = [
+            name
+            for name in fused.values()
+            if any(p.requires_grad for p in modules[name].parameters())
+        ]
+        if trained:
+            raise ValueError(_fused_attention_message(trained, supported))
         if not supported:
             raise ValueError(
                 f"The model has no {SUPPORTED_LAYERS} layer with a trainable weight; "
@@ -103,6 +111,11 @@ def select_layers(module, names=None):
             continue
         if name not in modules:
             problem = "is not a submodule of the model"
+        elif name in fused:
+            problem = (
+                f"is the output projection of the torch.nn.MultiheadAttention "
+                f"{fused[name]!r}, which applies its weight without calling it"
+            )
         elif not _is_supported(modules[name]):
             problem = (
                 f"is a {type(modules[name]).__name__}, not one of {SUPPORTED_LAYERS}"
@@ -118,6 +131,30 @@ def select_layers(module, names=None):
             f"layers is empty; name at least one of {supported} or use layers=None."
         )
     return [Layer(name, modules[name]) for name in supported if name in names]
+
+
+def _fused_attention(modules):
+    """``{out_proj name: attention name}`` of every ``nn.MultiheadAttention``."""
+    return {
+        f"{name}.out_proj" if name else "out_proj": name
+        for name, m in modules.items()
+        if isinstance(m, torch.nn.MultiheadAttention)
+    }
+
+
+def _fused_attention_message(attention, supported):
+    return (
+        f"The model has torch.nn.MultiheadAttention {attention}: it keeps the query, "
+        "key and value projections in one fused parameter (in_proj_weight, not a "
+        "torch.nn.Linear) and applies out_proj's weight without calling that layer, "
+        "so Kronecker-factored influence cannot see them. Write the attention with "
+        "torch.nn.Linear projections (query, key, value, output), or pass layers= "
+        f"naming only other layers (among {supported}) to hold the attention fixed, "
+        "or use an estimator that differentiates every parameter: TracIn, "
+        "TRAKInfluence, or ExactInfluence, CGInfluence and ArnoldiInfluence (these "
+        "three use forward-mode autodiff, which torch's fused attention kernel, "
+        "taken with need_weights=False, does not implement)."
+    )
 
 
 def _check_untied(module):

@@ -33,6 +33,43 @@ class Normed(nn.Module):
         return self.out(torch.tanh(self.norm(self.inp(x))))
 
 
+class CausalLM(nn.Module):
+    """A one-block causal transformer written with nn.Linear projections.
+
+    Tokens ``(B, T)`` -> next-token logits ``(B, T, vocab)``. The embeddings
+    are frozen so that the Kronecker-factored layers hold every trainable
+    parameter (the dense references then cover the same parameters).
+    """
+
+    def __init__(self, vocab=5, d=4, length=4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.position = nn.Parameter(torch.randn(length, d) / 2)
+        self.embed.weight.requires_grad_(False)
+        self.position.requires_grad_(False)
+        self.query, self.key = nn.Linear(d, d), nn.Linear(d, d)
+        self.value, self.out = nn.Linear(d, d), nn.Linear(d, d, bias=False)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, tokens):
+        T = tokens.shape[1]
+        h = self.embed(tokens) + self.position[:T]  # (B, T, d)
+        logits = self.query(h) @ self.key(h).transpose(1, 2) / h.shape[-1] ** 0.5
+        future = torch.ones(T, T, dtype=torch.bool, device=h.device).triu(1)
+        attention = logits.masked_fill(future, float("-inf")).softmax(-1)
+        h = h + self.out(attention @ self.value(h))
+        return self.head(torch.tanh(h))
+
+
+def _next_tokens(tokens):
+    """Targets of a causal LM: the next token, -100 where there is none and on
+    the first position (a prompt left out of the loss)."""
+    targets = tokens.roll(-1, 1)
+    targets[:, -1] = -100
+    targets[:, 0] = -100
+    return targets
+
+
 def _classes(n, k):
     return torch.randint(0, k, (n,))
 
@@ -91,6 +128,12 @@ CASES = [
         y=lambda n: _classes(n, 2),
     ),
     dict(
+        id="causal_lm",
+        module=CausalLM,
+        X=lambda n: torch.randint(0, 5, (n, 4)),
+        y=lambda n: None,
+    ),
+    dict(
         id="shared",
         module=Twice,
         X=lambda n: torch.randn(n, 3),
@@ -103,8 +146,10 @@ def build(case, n=12, seed=0):
     """``(module, X, y)`` in float64, seeded."""
     torch.manual_seed(seed)
     module = case["module"]().double()
-    X = case["X"](n).double()
-    y = case["y"](n)
+    X = case["X"](n)
+    # token sequences: the targets are the next tokens
+    y = _next_tokens(X) if X.dtype == torch.int64 else case["y"](n)
+    X = X.double() if X.is_floating_point() else X
     return module, X, y.double() if y.is_floating_point() else y
 
 

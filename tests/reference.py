@@ -10,15 +10,19 @@ from torch.func import functional_call
 
 
 def _unflatten(module, theta):
+    # the trainable parameters; frozen ones stay the module's own
     params, start = {}, 0
     for name, p in module.named_parameters():
-        params[name] = theta[start : start + p.numel()].view(p.shape)
-        start += p.numel()
+        if p.requires_grad:
+            params[name] = theta[start : start + p.numel()].view(p.shape)
+            start += p.numel()
     return params
 
 
 def flat_parameters(module):
-    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+    return torch.cat(
+        [p.detach().reshape(-1) for p in module.parameters() if p.requires_grad]
+    )
 
 
 def per_row_gradients(module, loss_fn, X, y):
@@ -49,13 +53,14 @@ def dense_curvature(module, loss_fn, X, y, curvature="hessian", l2=0.0):
         for i in range(len(X)):
 
             def output(t, i=i):
-                return functional_call(module, _unflatten(module, t), (X[i : i + 1],))[
-                    0
-                ]
+                return functional_call(module, _unflatten(module, t), (X[i : i + 1],))
 
-            J = jacobian(output, theta)  # (k, p)
-            out = output(theta).detach()
-            H_out = hessian(lambda o, i=i: loss_fn(o[None], y[i : i + 1]).sum(), out)
+            shape = output(theta).shape  # (1, *row): outputs flattened below
+            J = jacobian(lambda t: output(t).reshape(-1), theta)  # (k, p)
+            out = output(theta).detach().reshape(-1)
+            H_out = hessian(
+                lambda o, i=i, s=shape: loss_fn(o.view(s), y[i : i + 1]).sum(), out
+            )
             H += J.T @ H_out @ J / len(X)
     return H + torch.diag(torch.as_tensor(l2, dtype=theta.dtype).expand(len(theta)))
 

@@ -13,13 +13,25 @@ def _per_row(values):
 
 
 class CrossEntropyLoss:
-    """Softmax cross-entropy on logits ``(B, C, ...)`` with integer targets."""
+    """Softmax cross-entropy on logits with integer targets, summed per row.
+
+    Classes along ``class_dim``: 1 for torch's ``(B, C, ...)`` layout, -1 for
+    a language model's ``(B, T, C)``. Positions whose target is
+    ``ignore_index`` count zero (a prompt, padding).
+    """
+
+    ignore_index = -100
+
+    def __init__(self, class_dim=1):
+        self.class_dim = class_dim
 
     def __call__(self, output, target):
+        output = output.movedim(self.class_dim, 1)
         return _per_row(F.cross_entropy(output, target.long(), reduction="none"))
 
     def __repr__(self):
-        return "CrossEntropyLoss()"
+        dim = "" if self.class_dim == 1 else f"class_dim={self.class_dim}"
+        return f"CrossEntropyLoss({dim})"
 
 
 class BinaryCrossEntropyLoss:

@@ -53,6 +53,9 @@ class AdaptedModel:
     at_minimum : bool, default=False
         Whether the module's parameters should minimize the objective (a
         converged scikit-learn fit): ``fit`` then measures its gradient.
+    ignore_index : int, default=None
+        A class index per-position targets may hold to leave a position out
+        of the loss (``-100`` for sequences).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class AdaptedModel:
         target_size=None,
         class_weights=None,
         at_minimum=False,
+        ignore_index=None,
     ):
         self.module = module
         self.loss = loss
@@ -89,6 +93,7 @@ class AdaptedModel:
         self.target_size = target_size
         self.class_weights = class_weights
         self.at_minimum = at_minimum
+        self.ignore_index = ignore_index
 
     def trainable_parameters(self):
         """``{name: tensor}`` of the parameters that require gradients."""
@@ -172,14 +177,21 @@ class AdaptedModel:
                 )
             target = target.long()
             bad = (target < 0) | (target >= self.n_classes)
+            if self.ignore_index is not None:
+                bad &= target != self.ignore_index
             if bool(bad.any()):
                 raise ValueError(
                     f"{name} contains labels never seen in fit: "
                     f"{sorted(set(target[bad].tolist()))[:10]}; the model has "
                     f"{self.n_classes} outputs, so labels must be in "
-                    f"0..{self.n_classes - 1}."
+                    f"0..{self.n_classes - 1}{self._ignored()}."
                 )
         return target
+
+    def _ignored(self):
+        if self.ignore_index is None:
+            return ""
+        return f" (or {self.ignore_index} for a position left out of the loss)"
 
     def _check_target_shape(self, target, name):
         row = tuple(target.shape[1:])

@@ -111,7 +111,10 @@ def _probe_outputs(module, X):
 def _target_checks(loss, output):
     """``{target_shape | target_size: ...}`` that y must meet under ``loss``."""
     if isinstance(loss, CrossEntropyLoss):
-        return {"target_shape": tuple(output.shape[2:])}
+        positions = output.movedim(loss.class_dim, 1).shape[2:]
+        # per-position targets may leave positions out (a prompt, padding)
+        ignore = {"ignore_index": loss.ignore_index} if positions else {}
+        return {"target_shape": tuple(positions), **ignore}
     if isinstance(loss, (BinaryCrossEntropyLoss, SquaredErrorLoss)):
         return {"target_size": int(output[0].numel())}
     return {}
@@ -132,7 +135,28 @@ def _auto_loss(output, y):
         return SquaredErrorLoss(), None
     if n_outputs == 1:
         return BinaryCrossEntropyLoss(), None
-    return CrossEntropyLoss(), output.shape[1]
+    class_dim = _class_dim(output, tuple(y.shape[1:]))
+    return CrossEntropyLoss(class_dim), output.shape[class_dim]
+
+
+def _class_dim(output, target_row):
+    """Where the classes are: dim 1 (torch's ``(B, C, ...)``) or the last dim.
+
+    A language model's ``(B, T, C)`` logits with ``(B, T)`` targets have them
+    last; the target's shape tells the two layouts apart.
+    """
+    first = output.ndim > 1 and tuple(output.shape[2:]) == target_row
+    last = output.ndim > 2 and tuple(output.shape[1:-1]) == target_row
+    if first and last:
+        raise ValueError(
+            f"loss='auto' cannot tell where the classes are in outputs of shape "
+            f"{tuple(output.shape)} with targets of shape (n, *{target_row}): "
+            "dimension 1 (torch's (batch, classes, positions)) or the last one (a "
+            "language model's (batch, positions, classes)). Pass loss=callable, "
+            "e.g. lambda out, y: F.cross_entropy(out.transpose(1, 2), y, "
+            "reduction='none').sum(1) for classes last."
+        )
+    return -1 if last else 1
 
 
 def adapt_torch(module, loss, X, y):

@@ -68,6 +68,9 @@ def sample_targets(loss, output, generator):
         return output + noise * math.sqrt(0.5)
     if kind == "bernoulli":
         return torch.bernoulli(torch.sigmoid(output), generator=generator)
+    criterion = loss.criterion if isinstance(loss, CriterionLoss) else loss
+    # classes along dim 1, or last for a language model's (B, T, C) logits
+    output = output.movedim(getattr(criterion, "class_dim", 1), 1)
     probabilities = {
         "logits": lambda: F.softmax(output, 1),
         "probabilities": lambda: output.clamp(min=0),
@@ -102,6 +105,15 @@ def hessian_root_columns(loss, output, target):
     return roots.permute(2, 0, 1).reshape(k, *output.shape)
 
 
+def _keep_ignored(loss, target, sampled):
+    """``sampled`` with the positions the observed ``target`` leaves out kept out."""
+    criterion = loss.criterion if isinstance(loss, CriterionLoss) else loss
+    ignore_index = getattr(criterion, "ignore_index", None)
+    if ignore_index is None or sampled.shape != target.shape:
+        return sampled
+    return torch.where(target == ignore_index, target, sampled)
+
+
 def output_vectors(fisher, loss, target, generator):
     """``output -> (K, *output.shape)``: the vectors ``fisher`` backpropagates."""
 
@@ -109,7 +121,8 @@ def output_vectors(fisher, loss, target, generator):
         if fisher == "ggn":
             return hessian_root_columns(loss, output, target)
         if fisher == "true":
-            return loss_gradient(loss, output, sample_targets(loss, output, generator))[
+            sampled = sample_targets(loss, output, generator)
+            return loss_gradient(loss, output, _keep_ignored(loss, target, sampled))[
                 None
             ]
         return loss_gradient(loss, output, target)[None]
