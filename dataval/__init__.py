@@ -4,7 +4,7 @@ Influence functions and data valuation for scikit-learn, skorch and torch
 models, with a scikit-learn API.
 """
 
-from . import filters, metrics, model_selection, text
+from . import analysis, filters, metrics, model_selection, text
 from ._config import config_context, get_config, set_config
 from ._estimators._arnoldi import ArnoldiInfluence
 from ._estimators._cg import CGInfluence
@@ -42,6 +42,7 @@ __all__ = [
     "SourceInfluence",
     "TRAKInfluence",
     "TracIn",
+    "analysis",
     "config_context",
     "filters",
     "get_config",
