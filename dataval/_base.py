@@ -32,7 +32,12 @@ from ._functional import FunctionalModel
 from ._measurements import MEASUREMENTS, resolve_measurement
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
-from ._validation import check_X_y, resolve_device, resolve_dtype
+from ._validation import (
+    check_dtype_on_device,
+    check_X_y,
+    resolve_device,
+    resolve_dtype,
+)
 
 # bytes of training gradients cached from one test chunk to the next
 _WORKING_MEMORY = 512 * 2**20
@@ -134,6 +139,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         # gradient passes run in the requested dtype; curvature, solves, stored
         # gradients and scores in at least float32 (mixed precision for 16-bit)
         grad_dtype = resolve_dtype(self.dtype, self._default_dtype)
+        check_dtype_on_device(grad_dtype, device)
         adapted = adapt_model(model, self.loss, X, y)
         X_t, y_t = adapted.prepare_X(X), adapted.prepare_y(y)
         weights = training_weights(adapted, y_t, given_weights)

@@ -272,3 +272,24 @@ def resolve_dtype(dtype, default):
         f"dtype must be None, one of {sorted(_DTYPES)} or a floating torch.dtype, "
         f"got {dtype!r}."
     )
+
+
+def check_dtype_on_device(dtype, device):
+    """Refuse a dtype this torch build cannot multiply matrices in on ``device``.
+
+    torch 2.1 has no float16 matrix products on the CPU: every forward pass
+    would fail inside torch with ``not implemented for 'Half'``.
+    """
+    if dtype not in (torch.float16, torch.bfloat16):
+        return
+    try:
+        ones = torch.ones(2, 2, dtype=dtype, device=device)
+        ones @ ones
+    except RuntimeError:
+        name = str(dtype).removeprefix("torch.")
+        other = "'float32' or 'bfloat16'" if name == "float16" else "'float32'"
+        raise ValueError(
+            f"dtype={name!r} is not supported on device {str(device)!r} by this "
+            f"torch build ({torch.__version__}: no {name} matrix products there). "
+            f"Use dtype={other}, a CUDA device, or a newer torch."
+        ) from None

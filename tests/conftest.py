@@ -12,6 +12,21 @@ from sklearn.preprocessing import StandardScaler
 torch.set_num_threads(1)
 
 
+def matmul_supported(dtype):
+    """Whether this torch multiplies ``dtype`` matrices on the default device.
+
+    torch 2.1 has no float16 matrix products on the CPU; dataval refuses such a
+    ``dtype`` at ``fit`` with a ValueError.
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ones = torch.ones(2, 2, dtype=getattr(torch, dtype), device=device)
+    try:
+        ones @ ones
+    except RuntimeError:
+        return False
+    return True
+
+
 @pytest.fixture
 def iris():
     X, y = load_iris(return_X_y=True)

@@ -48,7 +48,7 @@ SKLEARN_CASES = [
     ("ridge", Ridge(alpha=3.0, solver="cholesky"), X_REG, Y_REG, "predict"),
     (
         "ridge-multi",
-        Ridge(alpha=[1.0, 5.0], solver="cholesky"),
+        Ridge(alpha=np.array([1.0, 5.0]), solver="cholesky"),
         X_REG,
         Y_REG2,
         "predict",

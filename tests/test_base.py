@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import matmul_supported
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -327,6 +328,10 @@ def test_mixed_precision_accumulates_in_float32(estimator, dtype, tolerance, iri
         pytest.skip("built on EKFACInfluence, which has no 16-bit gradient pass yet")
     X, y, X_test, y_test = iris
     clf = LogisticRegression(max_iter=1000).fit(X, y)
+    if not matmul_supported(dtype):
+        with pytest.raises(ValueError, match=f"dtype='{dtype}' is not supported"):
+            clone(estimator).set_params(dtype=dtype).fit(clf, X, y)
+        return
     # float32 throughout vs the same with a 16-bit gradient pass
     reference = clone(estimator).set_params(dtype="float32").fit(clf, X, y)
     mixed = clone(estimator).set_params(dtype=dtype).fit(clf, X, y)

@@ -1,5 +1,6 @@
 """sample_weight in fit, class_weight, and the stationarity check at fit."""
 
+import inspect
 import warnings
 
 import numpy as np
@@ -11,6 +12,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_class_weight
 from test_parallel import ESTIMATORS, _estimator
 
 import dataval
@@ -205,8 +207,13 @@ def test_class_weight_is_rebuilt_as_row_weights(class_weight):
         else None
     )
     if per_class is None:
-        # scikit-learn's "balanced" with sample weights: n_w / (2 n_w,class)
-        per_class = np.array([w.sum() / (2 * w[y == c].sum()) for c in (0, 1)])
+        # scikit-learn's "balanced": n / (2 n_class), counting the sample weights
+        # since compute_class_weight takes them (not in scikit-learn 1.6)
+        takes = "sample_weight" in inspect.signature(compute_class_weight).parameters
+        counts = w if takes else np.ones_like(w)
+        per_class = np.array(
+            [counts.sum() / (2 * counts[y == c].sum()) for c in (0, 1)]
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("error", ObjectiveWarning)
         got = ExactInfluence().fit(clf, X, y, sample_weight=w)

@@ -81,7 +81,14 @@ def test_all_candidates_reproduce_top_k(text_task):
     result = score_candidates(estimator, queries, query_labels, candidates)
     top = estimator.top_k(queries, query_labels, k=3)
     first = result[result["rank"] <= 3].reset_index(drop=True)
-    pd.testing.assert_frame_equal(first[["test", "rank", "train"]], top.iloc[:, :3])
+    pd.testing.assert_frame_equal(first[["test", "rank"]], top[["test", "rank"]])
+    # float32 scores; distinct texts differ by >= 0.9 % at ranks 1-4 (measured)
+    np.testing.assert_allclose(first["influence"], top["influence"], rtol=1e-5)
+    # duplicated training texts (e.g. "fish red" is doc0 and doc25) are the same
+    # row, so their influences tie exactly and either may come first: compare
+    # the bags of words, which are equal whichever of the duplicates is ranked
+    bag = {name: sorted(text.split()) for name, text in zip(y.index, texts)}
+    assert [bag[t] for t in first["train"]] == [bag[t] for t in top["train"]]
 
 
 @pytest.mark.parametrize(

@@ -205,12 +205,16 @@ class KFACInfluence(BaseInfluence):
         check_fisher(self.fisher, self.model_.adapted.loss)
         self._set_layers(self._select_layers())
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        # fit-time only: a fitted estimator must pickle and deep-copy, which a
+        # torch.Generator cannot before torch 2.4
         self._generator = torch.Generator(device=self.device_).manual_seed(seed)
-
-        kept = self._fit_factors()
-        self.eigenvalues_ = self._fit_eigenvalues(
-            kept if kept is not None else self._fit_signals()
-        )
+        try:
+            kept = self._fit_factors()
+            self.eigenvalues_ = self._fit_eigenvalues(
+                kept if kept is not None else self._fit_signals()
+            )
+        finally:
+            del self._generator
         # the model's L2 coefficients, as {parameter name: tensor}
         l2 = self.model_.unflatten(self.model_.l2)
         self.damping_ = {}
