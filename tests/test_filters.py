@@ -62,7 +62,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("method", ["self", "cross-fit"])
+@pytest.mark.parametrize("method", ["combined", "self", "cross-fit", "loss"])
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_filter_finds_wrong_labels(case, method):
     X, y, wrong = case["data"]()
@@ -84,7 +84,9 @@ def test_filter_finds_wrong_labels(case, method):
 
 def test_threshold_replaces_frac():
     X, y, _ = _noisy_blobs()
-    filt = MislabelFilter(estimator=LogisticRegression(max_iter=500)).fit(X, y)
+    filt = MislabelFilter(
+        estimator=LogisticRegression(max_iter=500), method="loss", frac=0.1
+    ).fit(X, y)
     cut = float(filt.scores_.quantile(0.8))
     by_threshold = clone(filt).set_params(threshold=cut, frac=0.5).fit(X, y)
     np.testing.assert_array_equal(by_threshold.mask_, (filt.scores_ <= cut).to_numpy())
@@ -94,7 +96,7 @@ def test_prefitted_estimator_is_used_and_left_unchanged():
     X, y, _ = _noisy_blobs(as_frame=False)
     model = LogisticRegression(max_iter=500).fit(X, y)
     coef = model.coef_.copy()
-    filt = MislabelFilter(estimator=model).fit(X, y)
+    filt = MislabelFilter(estimator=model, method="self").fit(X, y)
     assert filt.estimator_ is model
     np.testing.assert_array_equal(model.coef_, coef)
 
@@ -103,7 +105,8 @@ def test_prefitted_estimator_is_used_and_left_unchanged():
 def test_unfitted_estimator_and_influence_are_cloned(influence):
     X, y, wrong = _noisy_blobs(as_frame=False)
     model = MLPClassifier((5,), alpha=1e-2, max_iter=600, random_state=0)
-    filt = MislabelFilter(estimator=model, influence=influence).fit(X, y)
+    filt = MislabelFilter(estimator=model, influence=influence, method="self")
+    filt.fit(X, y)
     assert type(filt.influence_) is type(influence)
     assert filt.influence_ is not influence
     assert filt.scores_.name == "self_influence"
@@ -137,9 +140,9 @@ def test_cross_fit_falls_back_to_self_when_a_class_has_one_row():
     filt = MislabelFilter(
         estimator=LogisticRegression(max_iter=500), method="cross-fit"
     )
-    with pytest.warns(UserWarning, match="falling back to method='self'"):
+    with pytest.warns(UserWarning, match="falling back to in-sample scores"):
         filt.fit(X, y)
-    assert filt.method_ == "self"
+    assert filt.method_ == "loss"
     assert filt.mask_[0], "the only row of class 7 must be kept"
 
 
@@ -196,7 +199,7 @@ def test_filtered_estimator_fits_on_kept_rows():
     model = FilteredEstimator(LogisticRegression(max_iter=500)).fit(X, y)
     assert model.filter_.estimator is model.estimator
     assert model.removed_.equals(X.index[~model.filter_.mask_])
-    assert len(model.removed_) == 15
+    assert len(model.removed_) == model.filter_.n_issues_ > 0
     expected = LogisticRegression(max_iter=500).fit(
         X.drop(model.removed_), y.drop(model.removed_)
     )
@@ -220,7 +223,10 @@ def test_pipeline_cross_validation_and_grid_search():
     X, y, _ = _noisy_blobs(as_frame=False)
     pipe = make_pipeline(
         StandardScaler(),
-        FilteredEstimator(LogisticRegression(max_iter=500), filter=MislabelFilter()),
+        FilteredEstimator(
+            LogisticRegression(max_iter=500),
+            filter=MislabelFilter(method="loss", frac=0.1),
+        ),
     )
     assert cross_val_score(pipe, X, y, cv=3).mean() > 0.7
     search = GridSearchCV(
@@ -233,10 +239,18 @@ def test_pipeline_cross_validation_and_grid_search():
 def test_suspects_table():
     X, y, _ = _noisy_blobs()
     filt = MislabelFilter(estimator=LogisticRegression(max_iter=500)).fit(X, y)
-    table = suspects(FilteredEstimator(LogisticRegression()).fit(X, y), y, n=5)
-    assert table.columns.tolist() == ["label", "predicted", "score", "removed"]
+    table = suspects(FilteredEstimator(LogisticRegression()).fit(X, y), n=5)
+    assert table.columns.tolist() == [
+        "label",
+        "predicted",
+        "score",
+        "rank",
+        "is_issue",
+    ]
     assert table.index.equals(filt.scores_.nlargest(5).index)
-    assert table["removed"].all()
+    assert table["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert table["is_issue"].all()
+    pd.testing.assert_series_equal(table["label"], y[table.index])
     with pytest.raises(ValueError, match="y has 3 rows"):
         suspects(filt, y[:3])
     with pytest.raises(NotFittedError):

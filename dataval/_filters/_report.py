@@ -17,15 +17,16 @@ def _fitted_filter(fitted):
     return fitted
 
 
-def suspects(fitted, y, n=20):
+def suspects(fitted, y=None, n=20):
     """The most suspicious rows of a fitted filter, as a DataFrame.
 
     Parameters
     ----------
     fitted : MislabelFilter or FilteredEstimator
         Fitted on ``(X, y)``.
-    y : array-like or Series of shape (n_samples,)
-        The labels the filter was fitted with, matched by position.
+    y : array-like or Series of shape (n_samples,), default=None
+        Labels to show instead of those the filter was fitted with (e.g.
+        decoded class names), matched by position.
     n : int or None, default=20
         Rows to return, most suspicious first; ``None`` returns all.
 
@@ -34,8 +35,10 @@ def suspects(fitted, y, n=20):
     suspects : DataFrame
         Indexed like the filter's ``X``, sorted by decreasing score, with
         columns ``label`` (given), ``predicted`` (the model's prediction:
-        out-of-fold for ``method="cross-fit"``), ``score`` (higher = more
-        suspicious) and ``removed`` (whether the filter dropped the row).
+        out-of-fold when cross-fitted), ``score`` (higher = more
+        suspicious), ``rank`` (1 = most suspicious) and ``is_issue``
+        (whether the filter removed the row). ``attrs`` holds ``n_issues``,
+        ``noise_rate`` and ``method``.
 
     Examples
     --------
@@ -44,27 +47,35 @@ def suspects(fitted, y, n=20):
     >>> from dataval.filters import MislabelFilter, suspects
     >>> X, y, _ = load_mislabeled_digits(noise=0.1)
     >>> filt = MislabelFilter(estimator=LogisticRegression(C=0.1, max_iter=1000))
-    >>> table = suspects(filt.fit(X[:300], y[:300]), y[:300], n=5)
+    >>> table = suspects(filt.fit(X[:300], y[:300]), n=5)
     >>> table.columns.tolist()
-    ['label', 'predicted', 'score', 'removed']
+    ['label', 'predicted', 'score', 'rank', 'is_issue']
     """
     filt = _fitted_filter(fitted)
-    labels = to_numpy(y)
+    labels = filt.labels_.to_numpy() if y is None else to_numpy(y)
     if len(labels) != len(filt.scores_):
         raise ValueError(
             f"y has {len(labels)} rows but the filter was fitted on "
             f"{len(filt.scores_)}; pass the labels it was fitted with."
         )
+    order = np.argsort(-filt.scores_.to_numpy(), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
     table = pd.DataFrame(
         {
             "label": labels,
             "predicted": filt.predictions_.to_numpy(),
             "score": filt.scores_.to_numpy(),
-            "removed": ~np.asarray(filt.mask_),
+            "rank": rank,
+            "is_issue": ~np.asarray(filt.mask_),
         },
         index=filt.scores_.index,
+    ).iloc[order]
+    table.attrs.update(
+        n_issues=int(filt.n_issues_),
+        noise_rate=float(filt.noise_rate_),
+        method=filt.method_,
     )
-    table = table.sort_values("score", ascending=False, kind="stable")
     return table if n is None else table.head(n)
 
 

@@ -1,0 +1,73 @@
+"""How many labels are wrong: the confident joint of given and likely labels.
+
+The count follows the confident learning of Northcutt et al. (2021, the
+method behind cleanlab): with held-out class probabilities ``P`` (n, K),
+
+1. each class ``k`` gets a threshold ``t_k``: the mean ``P[:, k]`` over the
+   rows labelled ``k`` (how confident the model is on its own class);
+2. a row's *likely* class is the most probable of the classes whose
+   probability reaches their threshold (rows reaching none are not counted);
+3. the confident joint ``C[given, likely]`` counts rows by both, and each of
+   its rows is rescaled to the number of rows with that given label
+   (calibration: rows reaching no threshold are shared out in proportion);
+4. the estimated number of wrong labels is the sum off the diagonal.
+
+Held-out probabilities matter: a model scoring the rows it was trained on has
+memorized part of the noise and under-counts it.
+"""
+
+import numpy as np
+
+# threshold of a class never seen in the given labels: above any probability
+_UNREACHABLE = 2.0
+# |residual - median| above this many robust standard deviations is an outlier
+_OUTLIER_Z = 3.5
+# median absolute deviation -> standard deviation of a normal distribution
+_MAD_TO_STD = 1.4826
+
+
+def confident_joint(codes, proba):
+    """The calibrated confident joint ``C[given, likely]``, float (K, K).
+
+    ``codes`` are the given labels as column positions of ``proba`` (n,);
+    ``proba`` holds held-out class probabilities (n, K). Row ``k`` of the
+    result sums to the number of rows labelled ``k``.
+    """
+    n_classes = proba.shape[1]
+    counts = np.bincount(codes, minlength=n_classes)
+    thresholds = np.array(
+        [
+            proba[codes == k, k].mean() if counts[k] else _UNREACHABLE
+            for k in range(n_classes)
+        ]
+    )
+    reached = proba >= thresholds  # (n, K)
+    likely = np.where(reached, proba, -1.0).argmax(1)
+    counted = reached.any(1)
+    joint = np.zeros((n_classes, n_classes))
+    np.add.at(joint, (codes[counted], likely[counted]), 1.0)
+    totals = joint.sum(1, keepdims=True)
+    return np.divide(
+        joint * counts[:, None], totals, out=np.zeros_like(joint), where=totals > 0
+    )
+
+
+def estimate_n_issues(codes, proba):
+    """Estimated number of wrong labels: the confident joint off its diagonal."""
+    joint = confident_joint(codes, proba)
+    return int(round(joint.sum() - np.trace(joint)))
+
+
+def count_outliers(residuals):
+    """Rows with an outlying residual: beyond 3.5 robust standard deviations.
+
+    The regression counterpart of the confident joint. ``residuals`` (n,) or
+    (n, n_outputs); a row counts when any output is an outlier. The spread is
+    the median absolute deviation, which a minority of corrupted targets
+    barely moves.
+    """
+    residuals = np.asarray(residuals, dtype=np.float64).reshape(len(residuals), -1)
+    deviation = np.abs(residuals - np.median(residuals, axis=0))  # (n, outputs)
+    spread = _MAD_TO_STD * np.median(deviation, axis=0)  # (outputs,)
+    outlying = deviation > _OUTLIER_Z * spread
+    return int(outlying.any(1).sum())
