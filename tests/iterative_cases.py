@@ -60,7 +60,7 @@ def build(case):
     return _BUILT[case["id"]]
 
 
-def exact_scores(case, damping=None, curvature="hessian", n_test=5):
+def exact_scores(case, damping=None, curvature="auto", n_test=5):
     """Dense float64 reference scores of the first ``n_test`` rows."""
     model, X, y = build(case)
     exact = ExactInfluence(

@@ -122,7 +122,10 @@ def test_warns_when_not_converged():
 def test_warns_on_negative_curvature():
     case = CASES[0]  # smallest Hessian eigenvalue about -0.07
     with pytest.warns(NotPositiveDefiniteWarning, match="damping=0.*curvature='ggn'"):
-        fit_scores(CGInfluence(damping=0.0, maxiter=200, dtype="float64"), case)
+        fit_scores(
+            CGInfluence(damping=0.0, curvature="hessian", maxiter=200, dtype="float64"),
+            case,
+        )
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

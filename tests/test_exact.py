@@ -80,7 +80,7 @@ def test_eigenvalues_are_those_of_the_curvature():
 def test_negative_curvature_warns_and_names_the_cures():
     module, _, X, y, *_ = _classification()
     with pytest.warns(NotPositiveDefiniteWarning, match="damping.*curvature='ggn'"):
-        ExactInfluence(damping=1e-6).fit(module, X, y)
+        ExactInfluence(damping=1e-6, curvature="hessian").fit(module, X, y)
 
 
 def test_too_many_parameters_names_the_alternatives():
@@ -97,3 +97,16 @@ def test_self_influence_is_the_diagonal():
     np.testing.assert_allclose(
         estimator.self_influence().to_numpy(), diagonal, rtol=1e-5
     )
+
+
+def test_auto_curvature_is_the_hessian_only_for_a_linear_model():
+    module, _, X, y, *_ = _classification()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotPositiveDefiniteWarning)
+        network = ExactInfluence(damping=1e-6).fit(module, X, y)
+    assert network.curvature_ == "ggn"
+    linear = ExactInfluence().fit(module[0], X, y % 2 + 3)
+    assert linear.curvature_ == "hessian"
+    ggn = ExactInfluence(curvature="ggn").fit(module[0], X, y % 2 + 3)
+    # a linear model's Hessian is its Gauss-Newton matrix
+    torch.testing.assert_close(linear.eigenvalues_, ggn.eigenvalues_)

@@ -120,7 +120,7 @@ def test_default_influence_depends_on_model_size(monkeypatch):
     X, y, _ = _noisy_blobs(as_frame=False)
     model = LogisticRegression(max_iter=500).fit(X, y)
     small = _mislabel.default_influence(model, X, y)
-    assert isinstance(small, ExactInfluence) and small.curvature == "ggn"
+    assert isinstance(small, ExactInfluence) and small.curvature == "auto"
     monkeypatch.setattr(_mislabel, "DENSE_LIMIT", 10)
     large = _mislabel.default_influence(model, X, y)
     assert isinstance(large, EKFACInfluence)

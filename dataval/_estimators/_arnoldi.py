@@ -46,8 +46,12 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
-    curvature : {"hessian", "ggn"}, default="hessian"
+    curvature : {"auto", "hessian", "ggn"}, default="auto"
         The Hessian of the objective, or its generalized Gauss-Newton matrix.
+        ``"auto"``: the Hessian for a model whose only parameters are one
+        linear layer (scikit-learn's linear models, where the two coincide),
+        the Gauss-Newton matrix for any other model (networks: their Hessian
+        is indefinite where they fit noisy labels).
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -68,6 +72,8 @@ class ArnoldiInfluence(MatrixFreeInfluence):
 
     Attributes
     ----------
+    curvature_ : str
+        The curvature used: ``"hessian"`` or ``"ggn"``.
     eigenvalues_ : torch.Tensor of shape (rank,)
         Eigenvalues of the undamped curvature kept, largest magnitude first.
     eigenvectors_ : torch.Tensor of shape (n_params, rank)
@@ -121,7 +127,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         n_iter=None,
         damping=1e-3,
         measurement="loss",
-        curvature="hessian",
+        curvature="auto",
         loss="auto",
         batch_size=256,
         device="auto",
@@ -170,7 +176,7 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         warn_if_not_positive_definite(
             self.eigenvalues_,
             self.damping_,
-            self.curvature,
+            self.curvature_,
             what="The kept eigenpairs of H + damping I",
         )
 

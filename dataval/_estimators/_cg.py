@@ -29,9 +29,12 @@ class CGInfluence(MatrixFreeInfluence):
         in fewer iterations.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
-    curvature : {"hessian", "ggn"}, default="hessian"
+    curvature : {"auto", "hessian", "ggn"}, default="auto"
         The Hessian of the objective, or its generalized Gauss-Newton matrix
-        (positive semi-definite for convex losses).
+        (positive semi-definite for convex losses). ``"auto"``: the Hessian for a model whose only parameters are one
+        linear layer (scikit-learn's linear models, where the two coincide),
+        the Gauss-Newton matrix for any other model (networks: their Hessian
+        is indefinite where they fit noisy labels).
     maxiter : int, default=100
         Most CG iterations per row.
     tol : float, default=1e-5
@@ -77,6 +80,8 @@ class CGInfluence(MatrixFreeInfluence):
 
     Attributes
     ----------
+    curvature_ : str
+        The curvature used: ``"hessian"`` or ``"ggn"``.
     damping_ : float
         The damping used (the estimate when ``damping="auto"``).
     n_iter_ : int
@@ -127,7 +132,7 @@ class CGInfluence(MatrixFreeInfluence):
         self,
         damping=1e-3,
         measurement="loss",
-        curvature="hessian",
+        curvature="auto",
         maxiter=100,
         tol=1e-5,
         preconditioner=None,
@@ -234,7 +239,7 @@ class CGInfluence(MatrixFreeInfluence):
                 f"{min(negative):.3g}",
                 min(negative),
                 self.damping_,
-                self.curvature,
+                self.curvature_,
                 stacklevel=7,
             )
         stuck = stuck.nonzero().squeeze(1)

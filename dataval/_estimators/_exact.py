@@ -9,6 +9,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from .._base import BaseInfluence, dense_size_message
 from .._finite import check_finite
 from ..exceptions import NotPositiveDefiniteWarning
+from ._auto_curvature import resolve_curvature
 
 # curvature columns computed per vectorized pass (memory grows with it)
 _COLUMNS_PER_PASS = 64
@@ -36,9 +37,13 @@ class ExactInfluence(BaseInfluence):
         ``f(output, target)`` returning one value per row. Only the query
         side changes; ``influence[i, j]`` estimates ``f_i(theta without j) -
         f_i(theta)``. See :ref:`measurements`.
-    curvature : {"hessian", "ggn"}, default="hessian"
+    curvature : {"auto", "hessian", "ggn"}, default="auto"
         The Hessian of the objective, or its generalized Gauss-Newton matrix
         ``J^T H_out J`` (positive semi-definite for convex losses).
+        ``"auto"``: the Hessian for a model whose only parameters are one
+        linear layer (scikit-learn's linear models, where the two coincide),
+        the Gauss-Newton matrix for any other model (networks: their Hessian
+        is indefinite where they fit noisy labels).
     loss : "auto" or callable, default="auto"
         For torch modules: ``"auto"`` is cross-entropy for integer targets and
         squared error for float targets; a callable ``loss(output, target)``
@@ -66,6 +71,8 @@ class ExactInfluence(BaseInfluence):
 
     Attributes
     ----------
+    curvature_ : str
+        The curvature used: ``"hessian"`` or ``"ggn"``.
     eigenvalues_ : torch.Tensor of shape (n_params,)
         Eigenvalues of the undamped curvature, ascending.
     n_train_ : int
@@ -100,17 +107,17 @@ class ExactInfluence(BaseInfluence):
 
     _parameter_constraints = {
         **BaseInfluence._parameter_constraints,
-        "curvature": [StrOptions({"hessian", "ggn"})],
+        "curvature": [StrOptions({"auto", "hessian", "ggn"})],
         "max_params": [Interval(Integral, 1, None, closed="left")],
     }
     _default_dtype = torch.float64
-    _saved_state = ("eigenvalues_", "_eigenvectors")
+    _saved_state = ("curvature_", "eigenvalues_", "_eigenvectors")
 
     def __init__(
         self,
         damping=1e-3,
         measurement="loss",
-        curvature="hessian",
+        curvature="auto",
         loss="auto",
         batch_size=256,
         device="auto",
@@ -131,6 +138,7 @@ class ExactInfluence(BaseInfluence):
         self.n_jobs = n_jobs
 
     def _fit_curvature(self):
+        self.curvature_ = resolve_curvature(self.curvature, self.model_)
         p = self.n_params_
         if p > self.max_params:
             raise ValueError(dense_size_message(p, self.max_params, "ExactInfluence"))
@@ -138,7 +146,7 @@ class ExactInfluence(BaseInfluence):
         H = torch.cat(
             [
                 self._curvature_product(
-                    identity[i : i + _COLUMNS_PER_PASS], self.curvature
+                    identity[i : i + _COLUMNS_PER_PASS], self.curvature_
                 )
                 for i in range(0, p, _COLUMNS_PER_PASS)
             ]
@@ -147,7 +155,7 @@ class ExactInfluence(BaseInfluence):
         eigenvalues, eigenvectors = torch.linalg.eigh((H + H.T) / 2)
         self.eigenvalues_ = eigenvalues
         self._eigenvectors = eigenvectors  # (p, p), columns
-        warn_if_not_positive_definite(eigenvalues, self.damping, self.curvature)
+        warn_if_not_positive_definite(eigenvalues, self.damping, self.curvature_)
 
     def _apply_inverse(self, G):
         damped = self.eigenvalues_ + self.damping

@@ -45,8 +45,12 @@ class LiSSAInfluence(MatrixFreeInfluence):
         ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
-    curvature : {"hessian", "ggn"}, default="hessian"
+    curvature : {"auto", "hessian", "ggn"}, default="auto"
         The Hessian of the objective, or its generalized Gauss-Newton matrix.
+        ``"auto"``: the Hessian for a model whose only parameters are one
+        linear layer (scikit-learn's linear models, where the two coincide),
+        the Gauss-Newton matrix for any other model (networks: their Hessian
+        is indefinite where they fit noisy labels).
     depth : int, default=5000
         Steps of the series (each one curvature product on a mini-batch); the
         second half is averaged.
@@ -81,6 +85,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
 
     Attributes
     ----------
+    curvature_ : str
+        The curvature used: ``"hessian"`` or ``"ggn"``.
     damping_ : float
         The damping used.
     scale_ : float
@@ -144,7 +150,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         self,
         damping=1e-3,
         measurement="loss",
-        curvature="hessian",
+        curvature="auto",
         depth=5000,
         scale="auto",
         repeats=1,

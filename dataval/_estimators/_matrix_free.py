@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .._base import BaseInfluence
 from .._finite import check_finite
+from ._auto_curvature import resolve_curvature
 
 #: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
 AUTO_DAMPING_FRACTION = 0.1
@@ -37,12 +38,13 @@ class MatrixFreeInfluence(BaseInfluence):
     _parameter_constraints = {
         **BaseInfluence._parameter_constraints,
         "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
-        "curvature": [StrOptions({"hessian", "ggn"})],
+        "curvature": [StrOptions({"auto", "hessian", "ggn"})],
         "random_state": ["random_state"],
     }
-    _saved_state = ("damping_", "_curvature_rows")
+    _saved_state = ("curvature_", "damping_", "_curvature_rows")
 
     def _fit_curvature(self):
+        self.curvature_ = resolve_curvature(self.curvature, self.model_)
         self._random = check_random_state(self.random_state)
         self._curvature_rows = self._choose_curvature_rows()
         self.damping_ = self._resolve_damping()
@@ -70,7 +72,7 @@ class MatrixFreeInfluence(BaseInfluence):
         (default: the estimator's curvature rows).
         """
         out = self._curvature_product(
-            V, self.curvature, self._curvature_rows if rows is None else rows
+            V, self.curvature_, self._curvature_rows if rows is None else rows
         )
         return out + self.damping_ * V if damped else out
 
@@ -100,7 +102,7 @@ class MatrixFreeInfluence(BaseInfluence):
             raise ValueError(
                 f"damping='auto' needs a positive mean curvature eigenvalue, but the "
                 f"estimate trace(H) / p is {mean_eigenvalue:.3g} for "
-                f"curvature={self.curvature!r}. Pass a positive number as damping, "
+                f"curvature={self.curvature_!r}. Pass a positive number as damping, "
                 "or use curvature='ggn' (positive semi-definite)."
             )
         return AUTO_DAMPING_FRACTION * mean_eigenvalue

@@ -59,7 +59,7 @@ def default_influence(model, X, y):
     """
     parameters = adapt_model(model, "auto", X, y).trainable_parameters()
     if sum(p.numel() for p in parameters.values()) <= DENSE_LIMIT:
-        return ExactInfluence(curvature="ggn")
+        return ExactInfluence()
     return EKFACInfluence()
 
 
