@@ -23,7 +23,6 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from ._adapters import adapt_model
 from ._config import get_config
@@ -32,6 +31,7 @@ from ._functional import FunctionalModel
 from ._measurements import MEASUREMENTS, resolve_measurement
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
+from ._progress import phase, tracked
 from ._validation import (
     check_dtype_on_device,
     check_X_y,
@@ -107,8 +107,9 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         # the estimator unfitted
         self._forget_fit()
         try:
-            self._fit_model(model, X, y, sample_weight)
-            self._fit_curvature()
+            with phase("curvature", self.verbose):
+                self._fit_model(model, X, y, sample_weight)
+                self._fit_curvature()
             check_fitted_state(self)
         except BaseException:
             self._forget_fit()
@@ -250,9 +251,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """Yield ``(start, X_batch, y_batch)`` on the device."""
         size = batch_size or self.batch_size
         starts = range(0, len(X), size)
-        if self.verbose:
-            starts = tqdm(starts, desc=desc, unit="batch", leave=False)
-        for start in starts:
+        for start in tracked(starts, len(starts), desc, self.verbose):
             X_b, y_b = self.model_.prepare(
                 X[start : start + size], y[start : start + size]
             )
@@ -370,16 +369,19 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     def _queries(self, X, y):
         """Yield ``(start, Q)``: preconditioned test gradients, chunk by chunk."""
         chunk = self._test_chunk_size()
-        for start in range(0, len(X), chunk):
-            Q = torch.cat(
-                [
-                    self._apply_inverse(self._query_gradients(X_b, y_b))
-                    for _, X_b, y_b in self._batches(
-                        X[start : start + chunk], y[start : start + chunk], "test"
-                    )
-                ]
-            )
-            yield start, Q
+        # the caller's loops over training rows run while this generator is
+        # suspended: they advance the same "scoring" bar
+        with phase("scoring", self.verbose):
+            for start in range(0, len(X), chunk):
+                Q = torch.cat(
+                    [
+                        self._apply_inverse(self._query_gradients(X_b, y_b))
+                        for _, X_b, y_b in self._batches(
+                            X[start : start + chunk], y[start : start + chunk], "test"
+                        )
+                    ]
+                )
+                yield start, Q
 
     def _prepare_test(self, X, y):
         check_is_fitted(self)
@@ -562,7 +564,9 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     def _training_series(self, method, name, *args):
         """A Series over the training rows gathered from ``method`` on each shard."""
         shards = [(start, worker, None) for start, worker, _ in self._shards()]
-        values = np.concatenate([v for _, v in self._map_shards(shards, method, *args)])
+        with phase("scoring", self.verbose):
+            values = [v for _, v in self._map_shards(shards, method, *args)]
+        values = np.concatenate(values)
         return pd.Series(values, index=self.train_index_, name=name)
 
     def self_influence(self):

@@ -13,10 +13,10 @@ from numbers import Real
 import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from tqdm.auto import tqdm
 
 from .._base import BaseInfluence
 from .._finite import check_finite
+from .._progress import tracked
 from ._auto_curvature import resolve_curvature
 
 #: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
@@ -86,7 +86,7 @@ class MatrixFreeInfluence(BaseInfluence):
         return V.to(self.device_, self.dtype_)
 
     def _iterations(self, n, desc):
-        return tqdm(range(n), desc=desc, leave=False) if self.verbose else range(n)
+        return tracked(range(n), n, desc, self.verbose)
 
     def _mean_eigenvalue(self):
         """Hutchinson estimate of ``trace(H) / p``: ``mean_z z^T H z / p``."""

@@ -17,12 +17,12 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from .._adapters import adapt_model
 from .._estimators._ekfac import EKFACInfluence
 from .._estimators._exact import ExactInfluence
 from .._functional import FunctionalModel
+from .._progress import tqdm
 from .._validation import check_X_y, to_numpy
 from .._valuation._knn import KNNShapley, nearest_neighbour_model
 from .._valuation._oob import DataOOB
