@@ -28,6 +28,7 @@ from ._adapters import adapt_model
 from ._config import get_config
 from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
+from ._labels import add_labels
 from ._measurements import MEASUREMENTS, resolve_measurement
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
@@ -470,7 +471,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
                 "the budget with dataval.set_config(max_score_memory=...)."
             )
 
-    def top_k(self, X_test, y_test, k=10, kind="helpful"):
+    def top_k(self, X_test, y_test, k=10, kind="helpful", include_labels=False):
         """The ``k`` most helpful or harmful training rows for each test row.
 
         Streams over the training set: never holds the n_test x n_train scores.
@@ -484,12 +485,18 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         kind : {"helpful", "harmful"}, default="helpful"
             ``"helpful"``: largest influence first; ``"harmful"``: most
             negative first.
+        include_labels : bool, default=False
+            Add the given label and the model's prediction of each test and
+            training row: columns ``test_label``, ``test_predicted``,
+            ``train_label`` and ``train_predicted`` (class labels as the model
+            knows them; outputs for regression).
 
         Returns
         -------
         top : DataFrame
             Long format with columns ``test``, ``rank`` (1 = strongest),
-            ``train`` and ``influence``; ``n_test * k`` rows.
+            ``train`` and ``influence`` (and the label columns);
+            ``n_test * k`` rows.
         """
         if kind not in ("helpful", "harmful"):
             raise ValueError(f"kind must be 'helpful' or 'harmful', got {kind!r}.")
@@ -510,7 +517,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             values[t0 : t0 + len(Q)] = (sign * scores).numpy()
             positions[t0 : t0 + len(Q)] = at.gather(1, chosen).numpy()
         check_finite(self, values, "top_k", (X_t, y_t, index))
-        return pd.DataFrame(
+        top = pd.DataFrame(
             {
                 "test": np.repeat(index.to_numpy(), k),
                 "rank": np.tile(np.arange(1, k + 1), len(X_t)),
@@ -518,6 +525,10 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
                 "influence": values.ravel(),
             }
         )
+        if include_labels:
+            test_rows = np.repeat(np.arange(len(X_t)), k)
+            top = add_labels(self, top, X_t, y_t, test_rows, positions.ravel())
+        return top
 
     def _top_k_rows(self, store, Q, k, sign):
         """``sign * scores`` (m, <=k) of the best rows here, and their positions."""

@@ -6,6 +6,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import KFold, StratifiedKFold, check_cv
@@ -15,8 +16,12 @@ from sklearn.utils._param_validation import (
     Interval,
     StrOptions,
 )
-from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_n_features,
+    check_is_fitted,
+)
 
 from .._adapters import adapt_model
 from .._estimators._ekfac import EKFACInfluence
@@ -71,6 +76,13 @@ def _is_fitted(model):
     except NotFittedError:
         return False
     return True
+
+
+def _indexable(X):
+    """``X`` with rows that can be indexed: sparse formats other than CSR/CSC -> CSR."""
+    if sparse.issparse(X) and X.format not in ("csr", "csc"):
+        return X.tocsr()
+    return X
 
 
 def _is_classification(y):
@@ -239,6 +251,10 @@ class MislabelFilter(BaseEstimator):
         else ``int(frac * n)`` or the count above ``threshold``.
     noise_rate_ : float
         ``n_issues_ / n_samples``.
+    n_features_in_ : int
+        Number of features (columns of ``X``) seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names seen in ``fit`` (only for DataFrames with string columns).
     method_ : str
         The method used (differs from ``method`` for ``"auto"`` and after a
         fallback).
@@ -328,7 +344,17 @@ class MislabelFilter(BaseEstimator):
                 "pass estimator=LogisticRegression() (or another supported model), "
                 "or use the filter inside FilteredEstimator, which passes its own."
             )
+        if y is None:
+            raise ValueError(
+                "MislabelFilter requires y to be passed, but the target y is None; "
+                "pass the labels to check."
+            )
+        X = _indexable(X)
         index = check_X_y(X, y)
+        _check_n_features(self, X, reset=True)
+        _check_feature_names(self, X, reset=True)
+        if is_classifier(self.estimator):
+            check_classification_targets(to_numpy(y))
         method = self._resolve_method()
         is_valuation = not isinstance(method, str) or method in _VALUATIONS
         needs_heldout = method in ("combined", "cross-fit") or (
@@ -378,8 +404,17 @@ class MislabelFilter(BaseEstimator):
             The rows of ``X`` whose labels look right; pandas keeps its index.
         y_kept : same type as ``y``
         """
+        X = _indexable(X)
         kept = np.flatnonzero(self.fit(X, y).mask_)
         return _safe_indexing(X, kept), _safe_indexing(y, kept)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # rows are only indexed and handed to the estimator, which may take
+        # sparse data (scikit-learn's linear models do)
+        tags.input_tags.sparse = True
+        tags.target_tags.required = True
+        return tags
 
     # ---------------------------------------------------------------- methods
     def _resolve_method(self):
