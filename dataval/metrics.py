@@ -9,6 +9,7 @@ finds the mislabeled ones (:func:`detection_curve`,
 
 from ._evaluation._detection import detection_curve, mislabel_detection_auc
 from ._evaluation._ground_truth import linear_datamodeling_score, loo_influence
+from ._evaluation._plots import plot_detection_curve
 from ._evaluation._removal import point_removal_curve
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "linear_datamodeling_score",
     "loo_influence",
     "mislabel_detection_auc",
+    "plot_detection_curve",
     "point_removal_curve",
 ]

@@ -1,6 +1,15 @@
 """Sphinx configuration of the dataval documentation."""
 
+import sys
+from pathlib import Path
+
 import dataval
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_figures  # noqa: E402
+
+if make_figures.stale():
+    make_figures.main()
 
 project = "dataval"
 author = "dataval developers"
@@ -45,6 +54,6 @@ autodoc_default_options = {
 templates_path = ["_templates"]
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
-html_static_path = []
+html_static_path = ["_static"]
 intersphinx_mapping = {}
 nitpicky = False

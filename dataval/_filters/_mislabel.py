@@ -388,7 +388,14 @@ class MislabelFilter(BaseEstimator):
         self.n_issues_ = self._n_issues(X, y, scores, heldout)
         self.noise_rate_ = self.n_issues_ / len(scores)
         self.mask_ = self._keep(scores, y, self.n_issues_)
+        # for plot_suspects; a reference, left out of pickles
+        self._X_seen = X
         return self
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_X_seen", None)
+        return state
 
     def fit_resample(self, X, y):
         """Fit, then return the rows kept.
