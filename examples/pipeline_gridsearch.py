@@ -28,7 +28,9 @@ pipe = make_pipeline(
         LogisticRegression(C=0.01, max_iter=1000), filter=MislabelFilter()
     ),
 )
-search = GridSearchCV(pipe, {"filteredestimator__filter__frac": [0.0, 0.1, 0.2]}, cv=3)
+search = GridSearchCV(
+    pipe, {"filteredestimator__filter__frac": ["auto", 0.0, 0.1, 0.2]}, cv=3
+)
 search.fit(X_train, y_train)
 
 print("Mean cross-validated accuracy (on noisy labels) by fraction removed:")
@@ -51,4 +53,4 @@ print(
 )
 print(f"Test accuracy (true labels), filtered:   {search.score(X_test, y_test):.3f}")
 print("\nMost suspicious training rows:")
-print(suspects(best, y_train, n=5))
+print(suspects(best, n=5))

@@ -27,7 +27,7 @@ from dataval import (
 )
 from dataval._filters import _mislabel
 from dataval.datasets import flip_labels
-from dataval.filters import plot_suspects, suspects
+from dataval.filters import find_label_issues, plot_suspects, suspects
 from dataval.metrics import mislabel_detection_auc
 
 
@@ -270,12 +270,37 @@ def test_plot_suspects(is_mislabeled):
     rng = np.random.RandomState(0)
     X = rng.uniform(size=(60, 16))
     y, wrong = flip_labels((X[:, :8].sum(1) > 4).astype(int), 0.1, random_state=0)
-    filt = MislabelFilter(estimator=LogisticRegression()).fit(X, y)
+    filt = MislabelFilter(estimator=LogisticRegression(), method="loss").fit(X, y)
     known = wrong if is_mislabeled else None
-    figure = plot_suspects(filt, X, y, is_mislabeled=known, n=4)
+    # 4x4 images: the filter's own X, thumbnails in rank order
+    figure = plot_suspects(filt, is_mislabeled=known, n=4)
     assert len(figure.axes) == 1 + 4
-    assert len(plot_suspects(filt, X[:, :5], y, n=4).axes) == 1
+    table = suspects(filt, n=4)
+    titles = [ax.get_title() for ax in figure.axes[1:]]
+    for title, (row_id, row) in zip(titles, table.iterrows()):
+        assert title.startswith(f"id {row_id} · #{row['rank']}\n")
+        assert f"{row['label']} → {row['predicted']}" in title
+    # not images: one bar per suspect, most suspicious on top
+    figure = plot_suspects(filt, X[:, :5], n=4)
+    assert len(figure.axes) == 2
+    bars = figure.axes[1]
+    labels = [tick.get_text() for tick in bars.get_yticklabels()]
+    assert labels[0].startswith(f"{table.index[0]}: ")
+    assert [p.get_width() for p in bars.patches] == pytest.approx(table["score"])
+    # the table of find_label_issues works too
+    issues = find_label_issues(LogisticRegression(), X, y, method="loss")
+    assert len(plot_suspects(issues, X, n=3).axes) == 1 + 3
     matplotlib.pyplot.close("all")
+
+
+def test_filter_pickles_without_its_training_rows():
+    import pickle
+
+    X, y, _ = _noisy_blobs()
+    filt = MislabelFilter(estimator=LogisticRegression(), method="loss").fit(X, y)
+    restored = pickle.loads(pickle.dumps(filt))
+    assert not hasattr(restored, "_X_seen")
+    pd.testing.assert_series_equal(restored.scores_, filt.scores_)
 
 
 def test_plot_suspects_without_matplotlib(monkeypatch):
@@ -283,4 +308,4 @@ def test_plot_suspects_without_matplotlib(monkeypatch):
     filt = MislabelFilter(estimator=LogisticRegression(max_iter=500)).fit(X, y)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match="dataval\\[plot\\]"):
-        plot_suspects(filt, X, y)
+        plot_suspects(filt, X)

@@ -353,7 +353,8 @@ class MislabelFilter(BaseEstimator):
         index = check_X_y(X, y)
         _check_n_features(self, X, reset=True)
         _check_feature_names(self, X, reset=True)
-        if is_classifier(self.estimator):
+        is_module = isinstance(self.estimator, torch.nn.Module)
+        if not is_module and is_classifier(self.estimator):
             check_classification_targets(to_numpy(y))
         method = self._resolve_method()
         is_valuation = not isinstance(method, str) or method in _VALUATIONS
