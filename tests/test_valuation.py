@@ -486,7 +486,8 @@ def test_mislabel_filter_uses_valuation(method):
     model = DecisionTreeClassifier().fit(X, y)
     before = pickle.dumps(model)
     chosen = DataOOB(n_estimators=20) if method == "instance" else method
-    filt = MislabelFilter(estimator=model, method=chosen, random_state=0).fit(X, y)
+    filt = MislabelFilter(estimator=model, method=chosen, frac=0.1, random_state=0)
+    filt.fit(X, y)
     assert pickle.dumps(model) == before
     assert filt.method_ == ("data-oob" if method == "instance" else method)
     assert filt.scores_.index.equals(X.index)
