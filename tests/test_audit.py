@@ -18,7 +18,7 @@ from dataval.metrics import mislabel_detection_auc
 
 def _blobs(n=1000):
     # separated enough that a clean row rarely looks like another class
-    return make_blobs(n, n_features=6, centers=4, cluster_std=2.5, random_state=0)
+    return make_blobs(n, n_features=6, centers=4, cluster_std=3.0, random_state=0)
 
 
 def _named(X, y):
@@ -35,7 +35,7 @@ def test_estimated_number_of_wrong_labels(noise, kind):
     y_noisy, flipped = flip_labels(y, noise, random_state=0, kind=kind)
     filt = MislabelFilter(estimator=LogisticRegression(), method="cross-fit")
     ratio = filt.fit(X, y_noisy).n_issues_ / flipped.sum()
-    # measured 0.92-1.19 over 5 flip seeds for every setting here
+    # measured 0.72-1.15 over 5 flip seeds for the settings here
     assert 1 / 1.5 < ratio < 1.5
     assert filt.noise_rate_ == filt.n_issues_ / len(y)
     assert (~filt.mask_).sum() == filt.n_issues_
@@ -43,7 +43,7 @@ def test_estimated_number_of_wrong_labels(noise, kind):
 
 def test_confident_joint_counts_a_known_confusion():
     # 6 rows labelled 0, two of them confidently class 1; of the 3 rows
-    # labelled 1, the one at 0.5 reaches no threshold and is shared out
+    # labelled 1, the one at 0.5 reaches no threshold and is not counted
     codes = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
     proba = np.array(
         [[0.875, 0.125]] * 4
@@ -51,7 +51,7 @@ def test_confident_joint_counts_a_known_confusion():
         + [[0.25, 0.75], [0.5, 0.5], [0.0, 1.0]]
     )
     joint = confident_joint(codes, proba)
-    np.testing.assert_allclose(joint, [[4, 2], [0, 3]])
+    np.testing.assert_array_equal(joint, [[4, 2], [0, 2]])
 
 
 def test_outliers_are_counted_by_robust_spread():

@@ -7,10 +7,16 @@ method behind cleanlab): with held-out class probabilities ``P`` (n, K),
    rows labelled ``k`` (how confident the model is on its own class);
 2. a row's *likely* class is the most probable of the classes whose
    probability reaches their threshold (rows reaching none are not counted);
-3. the confident joint ``C[given, likely]`` counts rows by both, and each of
-   its rows is rescaled to the number of rows with that given label
-   (calibration: rows reaching no threshold are shared out in proportion);
-4. the estimated number of wrong labels is the sum off the diagonal.
+3. the confident joint ``C[given, likely]`` counts rows by both;
+4. the estimated number of wrong labels is the sum off the diagonal
+   (cleanlab's ``num_label_issues`` default).
+
+The joint is not calibrated (rescaled so that each given class's row sums to
+its size): calibration also counts in proportion the rows that reach no
+threshold, and over a grid of six data sets x 2-20 % uniform and
+class-conditional flips (``benchmarks/label_detection.py``'s settings) it
+put 27 of 48 estimates within 1.5 times the true count, against 41 of 48
+without. Ambiguous rows of overlapping classes make both over-count.
 
 Held-out probabilities matter: a model scoring the rows it was trained on has
 memorized part of the noise and under-counts it.
@@ -27,11 +33,11 @@ _MAD_TO_STD = 1.4826
 
 
 def confident_joint(codes, proba):
-    """The calibrated confident joint ``C[given, likely]``, float (K, K).
+    """The confident joint ``C[given, likely]``: counts of rows, int (K, K).
 
     ``codes`` are the given labels as column positions of ``proba`` (n,);
-    ``proba`` holds held-out class probabilities (n, K). Row ``k`` of the
-    result sums to the number of rows labelled ``k``.
+    ``proba`` holds held-out class probabilities (n, K). Rows whose
+    probabilities reach no class's threshold are not counted.
     """
     n_classes = proba.shape[1]
     counts = np.bincount(codes, minlength=n_classes)
@@ -44,18 +50,15 @@ def confident_joint(codes, proba):
     reached = proba >= thresholds  # (n, K)
     likely = np.where(reached, proba, -1.0).argmax(1)
     counted = reached.any(1)
-    joint = np.zeros((n_classes, n_classes))
-    np.add.at(joint, (codes[counted], likely[counted]), 1.0)
-    totals = joint.sum(1, keepdims=True)
-    return np.divide(
-        joint * counts[:, None], totals, out=np.zeros_like(joint), where=totals > 0
-    )
+    joint = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(joint, (codes[counted], likely[counted]), 1)
+    return joint
 
 
 def estimate_n_issues(codes, proba):
     """Estimated number of wrong labels: the confident joint off its diagonal."""
     joint = confident_joint(codes, proba)
-    return int(round(joint.sum() - np.trace(joint)))
+    return int(joint.sum() - np.trace(joint))
 
 
 def count_outliers(residuals):
