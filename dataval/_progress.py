@@ -4,7 +4,8 @@ A public method opens a *phase* (``fit``: "curvature"; the scoring methods:
 "scoring") with a ``with`` block, which adds no stack frame, so warnings keep
 pointing at the user's call. Every batch loop or iteration run inside it
 advances that one bar, drawn at the first loop (a phase with no loop draws
-nothing), whose total grows as the loops announce their lengths. The bar
+nothing), whose total grows as the loops announce their lengths and whose
+postfix names the loop running. The bar
 belongs to the thread that opened the phase: loops of parallel workers on
 other threads advance none. A loop outside any phase, on the main thread,
 gets a bar of its own.
@@ -46,7 +47,8 @@ def tracked(iterable, n, desc, verbose):
         _local.bar = tqdm(total=n, desc=_local.desc, unit="step")
     else:
         _local.bar.total += n
-        _local.bar.refresh()
+    # the loop running now ("train", "Lanczos", "conjugate gradient", ...)
+    _local.bar.set_postfix_str(desc)
     for item in iterable:
         yield item
         if _local.bar is not None:
