@@ -49,7 +49,7 @@ def main():
 
     # images: 600 digits, 10 % flipped
     X, y, flipped = load_mislabeled_digits(noise=0.1, as_frame=True)
-    X, y, flipped = X[:600], y[:600], flipped[:600]
+    X, y, flipped = X.iloc[:600], y.iloc[:600], flipped.iloc[:600]
     model = LogisticRegression(C=0.1, max_iter=1000)
     issues = find_label_issues(model, X, y)
     figure = plot_suspects(issues, X, is_mislabeled=flipped, n=10)
@@ -58,7 +58,7 @@ def main():
     # detection curves where the methods differ: 20 % class-conditional flips
     _, clean, _ = load_mislabeled_digits(noise=0.0, as_frame=True)
     y_pairs, flipped = flip_labels(
-        clean[:600], 0.2, random_state=0, kind="class-conditional"
+        clean.iloc[:600], 0.2, random_state=0, kind="class-conditional"
     )
     ax = None
     for method in ("auto", "loss", "cross-fit", "self"):

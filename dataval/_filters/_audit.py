@@ -74,7 +74,7 @@ def find_label_issues(
     >>> from dataval.datasets import load_mislabeled_digits
     >>> from dataval.filters import find_label_issues
     >>> X, y, is_flipped = load_mislabeled_digits(noise=0.1, as_frame=True)
-    >>> X, y, is_flipped = X[:300], y[:300], is_flipped[:300]
+    >>> X, y, is_flipped = X.iloc[:300], y.iloc[:300], is_flipped.iloc[:300]
     >>> issues = find_label_issues(LogisticRegression(C=0.1, max_iter=1000), X, y)
     >>> issues.columns.tolist()
     ['label', 'predicted', 'score', 'rank', 'is_issue']

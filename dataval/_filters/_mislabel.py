@@ -278,7 +278,7 @@ class MislabelFilter(BaseEstimator):
     >>> from dataval.datasets import load_mislabeled_digits
     >>> from dataval.filters import MislabelFilter
     >>> X, y, is_flipped = load_mislabeled_digits(noise=0.1, as_frame=True)
-    >>> X, y, is_flipped = X.iloc[:300], y.iloc[:300], is_flipped[:300]
+    >>> X, y, is_flipped = X.iloc[:300], y.iloc[:300], is_flipped.iloc[:300]
     >>> filt = MislabelFilter(estimator=LogisticRegression(C=0.1, max_iter=1000))
     >>> X_kept, y_kept = filt.fit_resample(X, y)
     >>> 20 <= filt.n_issues_ <= 45
