@@ -8,7 +8,7 @@ from sklearn.neural_network import MLPClassifier
 from dataval import CGInfluence, ExactInfluence, _progress
 from dataval._filters import _mislabel
 from dataval.datasets import load_mislabeled_digits
-from dataval.filters import MislabelFilter, find_label_issues
+from dataval.filters import FilteredEstimator, MislabelFilter, find_label_issues
 
 
 @pytest.fixture
@@ -70,3 +70,15 @@ def test_filter_shows_one_bar_over_its_fits(bars):
     assert [bar["desc"] for bar in bars] == ["label audit"]
     assert bars[0]["n"] == bars[0]["total"] == 6
     assert np.isfinite(issues["score"]).all()
+
+
+def test_filtered_estimator_passes_verbose_to_its_filter(bars):
+    X, y = _data()
+    model = FilteredEstimator(
+        LogisticRegression(max_iter=500),
+        filter=MislabelFilter(method="cross-fit", cv=3),
+        verbose=1,
+    ).fit(X, y)
+    assert model.filter_.verbose == 1
+    assert [bar["desc"] for bar in bars] == ["label audit"]
+    assert bars[0]["n"] == 3

@@ -44,6 +44,8 @@ class FilteredEstimator(MetaEstimatorMixin, BaseEstimator):
         filter explicitly to tune it (``GridSearchCV`` over ``filter__frac``).
         Any object with ``fit(X, y)`` that sets a boolean ``mask_`` of kept
         rows works.
+    verbose : int, default=0
+        Passed to the filter when positive (one progress bar over its fits).
 
     Attributes
     ----------
@@ -90,11 +92,13 @@ class FilteredEstimator(MetaEstimatorMixin, BaseEstimator):
     _parameter_constraints = {
         "estimator": [HasMethods(["fit", "predict"])],
         "filter": [None, HasMethods(["fit"])],
+        "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator, filter=None):
+    def __init__(self, estimator, filter=None, verbose=0):
         self.estimator = estimator
         self.filter = filter
+        self.verbose = verbose
 
     def fit(self, X, y):
         """Filter ``(X, y)``, then fit a clone of ``estimator`` on the kept rows.
@@ -119,6 +123,8 @@ class FilteredEstimator(MetaEstimatorMixin, BaseEstimator):
         params = filter_.get_params()
         if "estimator" in params and params["estimator"] is None:
             filter_.set_params(estimator=self.estimator)
+        if self.verbose and "verbose" in params:
+            filter_.set_params(verbose=self.verbose)
         kept = np.asarray(filter_.fit(X, y).mask_, dtype=bool)
         self.filter_ = filter_
         self.removed_ = row_index(X)[~kept]
