@@ -1,19 +1,31 @@
-"""EK-FAC influence: dataval against kronfluence, and both against the exact answer.
+"""EK-FAC influence: dataval against kronfluence, the hardware floor, and the exact answer.
 
-Trains a small MLP classifier on scikit-learn's digits and, in one run, with the
-same model, data and damping:
+Trains an MLP classifier and, in one run, with the same model, data and damping:
 
-- fits dataval's ``EKFACInfluence`` and kronfluence's EK-FAC and scores the
-  test rows against the training rows, timing the fit and the scoring;
+- fits dataval's ``EKFACInfluence`` and ``KFACInfluence`` and kronfluence's
+  EK-FAC and scores the test rows against the training rows, timing the fit
+  (also in epochs: one forward+backward pass of the plain torch model over the
+  training set, in the same batches) and the scoring (also divided by the
+  GEMM floor: ``2 p n m`` flop at this machine's float32 matrix-product rate,
+  measured in the same run on ``(m, p) @ (p, 512)`` blocks);
+- scores again with ``query_rank`` = 1, 8, 32, 128 (dataval) and
+  ``query_gradient_low_rank`` (kronfluence), giving time and the mean row
+  Pearson correlation with the full-rank scores;
 - when the model is small enough, compares each with the dense float64
   reference ``ExactInfluence`` (Gauss-Newton and Hessian versions) by the
-  mean over test rows of the Pearson correlation of their score rows, and
-  reports dataval's ``KFACInfluence`` too.
+  mean over test rows of the Pearson correlation of their score rows.
 
-kronfluence is not a dataval dependency; install it in the benchmark
-environment without touching torch::
+Two problems: scikit-learn's digits (64 inputs, ``--hidden`` sizes) or, with
+``--synthetic N``, N rows of an MNIST-shaped synthetic task (784 uniform
+inputs, 10 classes from a noisy random linear teacher) for the 784-512-512-10
+MLP (670k parameters) with ``--hidden 512 512``.
 
-    pip install --no-deps kronfluence accelerate einops einconv opt-einsum safetensors
+kronfluence is not a dataval dependency; install it in a separate
+environment with the same torch::
+
+    python -m venv /work/peers-venv
+    /work/peers-venv/bin/pip install torch==2.13.0 scikit-learn pandas tqdm
+    /work/peers-venv/bin/pip install kronfluence
 
 kronfluence wraps the model's modules and freezes its parameters
 (``prepare_model``), so it gets a deep copy; its scores are compared by
@@ -24,8 +36,9 @@ labels, one backward pass per class) for reference.
 
 Usage::
 
-    python benchmarks/kfac_vs_kronfluence.py            # 64-64-10, with exact
-    python benchmarks/kfac_vs_kronfluence.py --hidden 256 256 --no-exact
+    PYTHONPATH=. python benchmarks/kfac_vs_kronfluence.py     # 64-64-10, exact
+    PYTHONPATH=. /work/peers-venv/bin/python benchmarks/kfac_vs_kronfluence.py \
+        --synthetic 5000 --hidden 512 512 --no-exact --repeats 1
 """
 
 import argparse
@@ -44,10 +57,12 @@ from torch import nn
 
 from dataval import EKFACInfluence, ExactInfluence, KFACInfluence
 
+QUERY_RANKS = (1, 8, 32, 128)
 
-def make_model(hidden, seed):
+
+def make_model(n_inputs, hidden, seed):
     torch.manual_seed(seed)
-    sizes = [64, *hidden, 10]
+    sizes = [n_inputs, *hidden, 10]
     layers = []
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(d_in, d_out))
@@ -56,7 +71,7 @@ def make_model(hidden, seed):
     return nn.Sequential(*layers)
 
 
-def train(model, X, y, epochs=200, lr=1e-2):
+def train(model, X, y, epochs, lr=1e-2):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         for idx in torch.randperm(len(X)).split(128):
@@ -66,9 +81,34 @@ def train(model, X, y, epochs=200, lr=1e-2):
     return model.eval()
 
 
+def digits_data(n_test, seed):
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X / 16.0, y, test_size=n_test, random_state=seed, stratify=y
+    )
+    return (
+        torch.tensor(X_train, dtype=torch.float32),
+        torch.tensor(y_train),
+        torch.tensor(X_test, dtype=torch.float32),
+        torch.tensor(y_test),
+    )
+
+
+def synthetic_data(n_train, n_test, seed):
+    """MNIST-shaped rows: 784 uniform inputs, labels of a noisy linear teacher."""
+    generator = torch.Generator().manual_seed(seed)
+    X = torch.rand(n_train + n_test, 784, generator=generator)
+    teacher = torch.randn(784, 10, generator=generator)
+    noise = 2.0 * torch.randn(len(X), 10, generator=generator)
+    y = ((X - 0.5) @ teacher + noise).argmax(1)
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
 def mean_row_pearson(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.mean([np.corrcoef(x, z)[0, 1] for x, z in zip(a, b)]))
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    return float(((a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))).mean())
 
 
 def timed(function):
@@ -77,16 +117,41 @@ def timed(function):
     return result, time.perf_counter() - start
 
 
+def epoch_seconds(model, X, y, batch_size):
+    """One forward+backward pass of the plain model over (X, y), best of 3."""
+    model = copy.deepcopy(model)
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(0, len(X), batch_size):
+            model.zero_grad()
+            F.cross_entropy(
+                model(X[i : i + batch_size]), y[i : i + batch_size]
+            ).backward()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
+def gemm_floor_seconds(n_test, n_train, p):
+    """Seconds of ``2 p n m`` flop at the measured (m, p) @ (p, 512) rate."""
+    Q, G = torch.randn(n_test, p), torch.randn(512, p)
+    seconds = []
+    for _ in range(4):  # the first warms up; the best of the rest
+        start = time.perf_counter()
+        Q @ G.T
+        seconds.append(time.perf_counter() - start)
+    return min(seconds[1:]) * n_train / 512
+
+
 def run_dataval(estimator, model, data):
     X_train, y_train, X_test, y_test = data
     est, fit_s = timed(lambda: estimator.fit(model, X_train, y_train))
     scores, score_s = timed(lambda: est.score(X_test, y_test).to_numpy())
-    return scores, fit_s, score_s
+    return scores, fit_s, score_s, est
 
 
-def run_kronfluence(model, data, damping, batch_size):
+def kronfluence_analyzer(model, output_dir):
     from kronfluence.analyzer import Analyzer, prepare_model
-    from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
 
     class Classification(Task):
@@ -103,16 +168,39 @@ def run_kronfluence(model, data, damping, batch_size):
             inputs, labels = batch
             return F.cross_entropy(model(inputs), labels, reduction="sum")
 
+    task = Classification()
+    prepared = prepare_model(copy.deepcopy(model), task)
+    return Analyzer(
+        "bench", prepared, task, cpu=True, disable_tqdm=True, output_dir=output_dir
+    )
+
+
+def run_kronfluence(model, data, damping, batch_size, ranks=()):
+    """Scores, fit and score seconds, and ``{rank: (scores, seconds)}``."""
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+
     X_train, y_train, X_test, y_test = data
     train_set = torch.utils.data.TensorDataset(X_train, y_train)
     test_set = torch.utils.data.TensorDataset(X_test, y_test)
-    task = Classification()
+
+    def score(analyzer, name, rank=None):
+        arguments = ScoreArguments(damping_factor=damping, query_gradient_low_rank=rank)
+        scores = analyzer.compute_pairwise_scores(
+            name,
+            "ekfac",
+            test_set,
+            train_set,
+            per_device_query_batch_size=len(test_set),
+            per_device_train_batch_size=batch_size,
+            score_args=arguments,
+            overwrite_output_dir=True,
+        )
+        # a fresh computation returns None: the scores are read back from disk
+        return (scores or analyzer.load_pairwise_scores(name))["all_modules"].numpy()
+
     with tempfile.TemporaryDirectory() as output_dir:
         start = time.perf_counter()
-        prepared = prepare_model(copy.deepcopy(model), task)
-        analyzer = Analyzer(
-            "bench", prepared, task, cpu=True, disable_tqdm=True, output_dir=output_dir
-        )
+        analyzer = kronfluence_analyzer(model, output_dir)
         analyzer.fit_all_factors(
             "ekfac",
             train_set,
@@ -121,88 +209,77 @@ def run_kronfluence(model, data, damping, batch_size):
             overwrite_output_dir=True,
         )
         fit_s = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = analyzer.compute_pairwise_scores(
-            "scores",
-            "ekfac",
-            test_set,
-            train_set,
-            per_device_query_batch_size=len(test_set),
-            per_device_train_batch_size=batch_size,
-            score_args=ScoreArguments(damping_factor=damping),
-            overwrite_output_dir=True,
-        )
-        # a fresh computation returns None: the scores are read back from disk
-        scores = scores or analyzer.load_pairwise_scores("scores")
-        score_s = time.perf_counter() - start
-    return scores["all_modules"].numpy(), fit_s, score_s
+        scores, score_s = timed(lambda: score(analyzer, "scores"))
+        low_rank = {r: timed(lambda r=r: score(analyzer, f"r{r}", r)) for r in ranks}
+    return scores, fit_s, score_s, low_rank
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, nargs="+", default=[64])
+    parser.add_argument("--synthetic", type=int, default=None, metavar="N")
     parser.add_argument("--n-test", type=int, default=100)
     parser.add_argument("--damping", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-exact", action="store_true")
+    parser.add_argument("--no-kronfluence", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X / 16.0, y, test_size=args.n_test, random_state=args.seed, stratify=y
-    )
-    data = (
-        torch.tensor(X_train, dtype=torch.float32),
-        torch.tensor(y_train),
-        torch.tensor(X_test, dtype=torch.float32),
-        torch.tensor(y_test),
-    )
-    model = train(make_model(args.hidden, args.seed), data[0], data[1])
-    n_params = sum(p.numel() for p in model.parameters())
+    if args.synthetic:
+        data = synthetic_data(args.synthetic, args.n_test, args.seed)
+        model = train(make_model(784, args.hidden, args.seed), *data[:2], 3, 1e-3)
+    else:
+        data = digits_data(args.n_test, args.seed)
+        model = train(make_model(64, args.hidden, args.seed), *data[:2], 200)
+    n_train, p = len(data[0]), sum(t.numel() for t in model.parameters())
     accuracy = (model(data[2]).argmax(1) == data[3]).float().mean().item()
+    epoch = epoch_seconds(model, data[0], data[1], args.batch_size)
+    floor = gemm_floor_seconds(args.n_test, n_train, p)
     print(
-        f"MLP {[64, *args.hidden, 10]}: {n_params} parameters, "
-        f"{len(X_train)} train / {args.n_test} test rows, test accuracy {accuracy:.3f}, "
-        f"damping {args.damping:g}, torch threads {torch.get_num_threads()}"
+        f"MLP {[data[0].shape[1], *args.hidden, 10]}: {p} parameters, {n_train} "
+        f"train / {args.n_test} test rows, test accuracy {accuracy:.3f}, damping "
+        f"{args.damping:g}, torch threads {torch.get_num_threads()}\n"
+        f"one forward+backward epoch {epoch:.3f} s; GEMM floor of the score "
+        f"(2 p n m flop at the measured rate) {floor:.2f} s"
     )
 
+    common = {"damping": args.damping, "batch_size": args.batch_size}
     estimators = {
-        "dataval EK-FAC": lambda: EKFACInfluence(
-            damping=args.damping, batch_size=args.batch_size, random_state=args.seed
-        ),
-        "dataval EK-FAC ggn": lambda: EKFACInfluence(
-            damping=args.damping, fisher="ggn", batch_size=args.batch_size
-        ),
-        "dataval K-FAC": lambda: KFACInfluence(
-            damping=args.damping, batch_size=args.batch_size, random_state=args.seed
-        ),
+        "dataval EK-FAC": lambda: EKFACInfluence(**common, random_state=args.seed),
+        "dataval EK-FAC ggn": lambda: EKFACInfluence(**common, fisher="ggn"),
+        "dataval K-FAC": lambda: KFACInfluence(**common, random_state=args.seed),
     }
-    print(f"\n{'method':<20}{'fit s':>9}{'score s':>9}{'total s':>9}", flush=True)
+    header = f"{'method':<20}{'fit s':>9}{'epochs':>8}{'score s':>9}{'/ floor':>9}"
+    print(f"\n{header}{'total s':>9}", flush=True)
     results = {}
     for name, make in estimators.items():
         runs = [run_dataval(make(), model, data) for _ in range(args.repeats)]
-        results[name] = report(name, runs)
-    runs = [
-        run_kronfluence(model, data, args.damping, args.batch_size)
-        for _ in range(args.repeats)
-    ]
-    results["kronfluence EK-FAC"] = report("kronfluence EK-FAC", runs)
-    ours, theirs = results["dataval EK-FAC"], results["kronfluence EK-FAC"]
-    print(
-        f"\nkronfluence / dataval EK-FAC time: fit {theirs[1] / ours[1]:.1f}x, "
-        f"score {theirs[2] / ours[2]:.1f}x, "
-        f"end to end {(theirs[1] + theirs[2]) / (ours[1] + ours[2]):.1f}x"
-    )
-    print(
-        "dataval EK-FAC vs kronfluence EK-FAC: mean row Pearson "
-        f"{mean_row_pearson(ours[0], theirs[0]):.4f}; median of kronfluence / "
-        f"(n * dataval) {np.median(theirs[0] / (ours[0] * len(data[0]))):.3f}",
-        flush=True,
-    )
+        results[name] = report(name, runs, epoch, floor)
+    if not args.no_kronfluence:
+        runs = [
+            run_kronfluence(model, data, args.damping, args.batch_size, QUERY_RANKS)
+            for _ in range(args.repeats)
+        ]
+        results["kronfluence EK-FAC"] = report("kronfluence EK-FAC", runs, epoch, floor)
+        ours, theirs = results["dataval EK-FAC"], results["kronfluence EK-FAC"]
+        print(
+            f"\nkronfluence / dataval EK-FAC time: fit {theirs[1] / ours[1]:.1f}x, "
+            f"score {theirs[2] / ours[2]:.1f}x, end to end "
+            f"{(theirs[1] + theirs[2]) / (ours[1] + ours[2]):.1f}x"
+        )
+        print(
+            "dataval EK-FAC vs kronfluence EK-FAC: mean row Pearson "
+            f"{mean_row_pearson(ours[0], theirs[0]):.4f}",
+            flush=True,
+        )
+    low_rank_table(results, runs if not args.no_kronfluence else None, data)
     if args.no_exact:
         return
     print("\nmean row Pearson with the exact influence (same damping):")
@@ -212,17 +289,47 @@ def main():
         exact = ExactInfluence(damping=args.damping, curvature=curvature)
         exact.fit(model, data[0], data[1])
         references.append(exact.score(data[2], data[3]).to_numpy())
-    for name, (scores, _, _) in results.items():
+    for name, (scores, *_) in results.items():
         ggn, hessian = (mean_row_pearson(scores, r) for r in references)
         print(f"{name:<20}{ggn:>12.4f}{hessian:>15.4f}")
     print(f"{'exact ggn':<20}{1:>12.4f}{mean_row_pearson(*references):>15.4f}")
 
 
-def report(name, runs):
+def low_rank_table(results, kronfluence_runs, data):
+    """Time and accuracy (Pearson with full rank) of low-rank queries."""
+    scores, _, full_s, estimator = results["dataval EK-FAC"]
+    print("\nlow-rank queries: score seconds, / full rank, Pearson with full rank")
+    print(f"{'rank':<6}{'dataval s':>10}{'ratio':>7}{'Pearson':>9}", end="")
+    print(
+        f"{'kronfluence s':>15}{'ratio':>7}{'Pearson':>9}" if kronfluence_runs else ""
+    )
+    for rank in QUERY_RANKS:
+        estimator.set_params(query_rank=rank)
+        low, seconds = timed(lambda: estimator.score(data[2], data[3]).to_numpy())
+        line = (
+            f"{rank:<6}{seconds:>10.2f}{full_s / seconds:>7.1f}"
+            f"{mean_row_pearson(low, scores):>9.4f}"
+        )
+        if kronfluence_runs:
+            theirs, _, their_full_s, low_rank = kronfluence_runs[-1]
+            their_low, their_s = low_rank[rank]
+            line += (
+                f"{their_s:>15.2f}{their_full_s / their_s:>7.1f}"
+                f"{mean_row_pearson(their_low, theirs):>9.4f}"
+            )
+        print(line, flush=True)
+    estimator.set_params(query_rank=None)
+
+
+def report(name, runs, epoch, floor):
     """Print the fastest fit and score times of repeated runs; return them."""
     fit_s, score_s = min(r[1] for r in runs), min(r[2] for r in runs)
-    print(f"{name:<20}{fit_s:>9.2f}{score_s:>9.2f}{fit_s + score_s:>9.2f}", flush=True)
-    return runs[-1][0], fit_s, score_s
+    print(
+        f"{name:<20}{fit_s:>9.2f}{fit_s / epoch:>8.1f}{score_s:>9.2f}"
+        f"{score_s / floor:>9.2f}{fit_s + score_s:>9.2f}",
+        flush=True,
+    )
+    return runs[-1][0], fit_s, score_s, runs[-1][-1]
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from ._config import get_config
 from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
 from ._labels import add_labels
+from ._layers import flush_denormals
 from ._measurements import MEASUREMENTS, resolve_measurement
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
@@ -238,7 +239,8 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
 
         ``function(output, target)`` replaces the loss (see ``_query_gradients``).
         """
-        return self.model_.per_sample_grads(X, y, function).to(self.dtype_)
+        G = self.model_.per_sample_grads(X, y, function).to(self.dtype_)
+        return flush_denormals(G)
 
     def _query_gradients(self, X, y):
         """Gradients of the measurement of query rows, as ``_gradients`` gives them."""
@@ -320,13 +322,13 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """Bytes of the whole training set's ``_training_batch`` results."""
         return self.n_train_ * self._vector_size() * self.dtype_.itemsize
 
-    def _curvature_product(self, V, curvature, rows=None):
+    def _curvature_product(self, V, curvature, rows=None, batch_size=None):
         """``V @ H`` for ``V`` of shape (k, p): the objective's curvature.
 
         ``H`` is the mean over the training rows at positions ``rows``
         (default: all) of the loss Hessian (``curvature="hessian"``) or
         Gauss-Newton matrix (``"ggn"``), plus the model's L2 term. Damping is
-        not included.
+        not included. ``batch_size``: rows per pass (default: the estimator's).
         """
         X, y = self._X_train, self._y_train
         rows = slice(None) if rows is None else rows
@@ -334,7 +336,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         total = torch.zeros_like(V)
         # the products run in the gradient passes' dtype, the sum in V's
         V_model = V.to(self.model_.dtype)
-        for start, X_b, y_b in self._batches(X, y, "curvature"):
+        for start, X_b, y_b in self._batches(X, y, "curvature", batch_size):
             weights = self._weights_at(rows, start, len(X_b))
             total += self.model_.curvature_matvec(V_model, X_b, y_b, curvature, weights)
         return total / len(X) + V * self.model_.l2
@@ -374,15 +376,16 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         # suspended: they advance the same "scoring" bar
         with phase("scoring", self.verbose):
             for start in range(0, len(X), chunk):
-                Q = torch.cat(
+                # one solve per chunk: iterative solvers pay per call, not per row
+                G = torch.cat(
                     [
-                        self._apply_inverse(self._query_gradients(X_b, y_b))
+                        self._query_gradients(X_b, y_b)
                         for _, X_b, y_b in self._batches(
                             X[start : start + chunk], y[start : start + chunk], "test"
                         )
                     ]
                 )
-                yield start, Q
+                yield start, flush_denormals(self._apply_inverse(G))
 
     def _prepare_test(self, X, y):
         check_is_fitted(self)

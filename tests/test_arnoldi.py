@@ -74,9 +74,13 @@ def test_warns_on_negative_eigenvalues():
     model, X, y = build(case)
     p = ExactInfluence(damping=1.0).fit(model, X, y).n_params_
     with pytest.warns(NotPositiveDefiniteWarning, match="damping=0.*curvature='ggn'"):
-        ArnoldiInfluence(rank=p, damping=0.0, curvature="hessian", random_state=0).fit(
-            model, X, y
-        )
+        ArnoldiInfluence(
+            rank=p,
+            damping=0.0,
+            curvature="hessian",
+            complement="ignore",
+            random_state=0,
+        ).fit(model, X, y)
 
 
 @pytest.mark.parametrize(

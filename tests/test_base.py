@@ -18,7 +18,9 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 import dataval
 from dataval import (
+    EKFACInfluence,
     ExactInfluence,
+    KFACInfluence,
     LoGraInfluence,
     SourceInfluence,
     TracIn,
@@ -33,6 +35,11 @@ ESTIMATORS = [
     SourceInfluence(learning_rates=0.1, steps=100, random_state=0),
 ]
 IDS = ["exact", "tracin", "trak", "logra", "source"]
+# the contract tests run on ESTIMATORS; mixed precision also on K-FAC's family
+KRONECKER = [
+    KFACInfluence(damping=0.01, random_state=0),
+    EKFACInfluence(damping=0.01, random_state=0),
+]
 
 
 @pytest.fixture
@@ -321,11 +328,11 @@ def test_cuda_and_cpu_agree(fitted_frame):
     np.testing.assert_allclose(gpu.to_numpy(), cpu.to_numpy(), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("estimator", ESTIMATORS, ids=IDS)
+@pytest.mark.parametrize(
+    "estimator", ESTIMATORS + KRONECKER, ids=IDS + ["kfac", "ekfac"]
+)
 @pytest.mark.parametrize("dtype, tolerance", [("float16", 0.02), ("bfloat16", 0.1)])
 def test_mixed_precision_accumulates_in_float32(estimator, dtype, tolerance, iris):
-    if isinstance(estimator, (LoGraInfluence, SourceInfluence)):
-        pytest.skip("built on EKFACInfluence, which has no 16-bit gradient pass yet")
     X, y, X_test, y_test = iris
     clf = LogisticRegression(max_iter=1000).fit(X, y)
     if not matmul_supported(dtype):

@@ -16,13 +16,16 @@ from iterative_cases import (
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from dataval import CGInfluence, ExactInfluence
+from dataval import CGInfluence, ExactInfluence, KFACInfluence
+from dataval._estimators._cg import kronecker_blocks, layer_matrices
 from dataval.exceptions import ConvergenceWarning, NotPositiveDefiniteWarning
 
 SETTINGS = [
     {"preconditioner": None, "curvature": "hessian"},
     {"preconditioner": "lowrank", "curvature": "hessian"},
     {"preconditioner": "lowrank", "curvature": "ggn"},
+    {"preconditioner": "kfac", "curvature": "ggn"},
+    {"preconditioner": "ekfac", "curvature": "hessian"},
 ]
 
 
@@ -54,6 +57,28 @@ def test_low_rank_preconditioner_saves_iterations():
     )
     fit_scores(preconditioned, case)
     assert preconditioned.n_iter_ < plain.n_iter_
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_kronecker_preconditioner_reads_the_layers_layout(case):
+    # a wrong map between the flat and the Kronecker layouts would still be a
+    # positive definite preconditioner (CG would still converge): check it
+    model, X, y = build(case)
+    cg = CGInfluence(damping=0.1, curvature="ggn", preconditioner="kfac")
+    cg.fit(model, X, y)
+    kfac = KFACInfluence(damping=0.1, fisher="ggn").fit(model, X, y)
+    blocks = kronecker_blocks(cg.model_, kfac._layer_list)
+    X_b, y_b = cg.model_.prepare(cg._X_train[:7], cg._y_train[:7])
+    flat = torch.cat(
+        [V.flatten(1) for V in layer_matrices(cg._gradients(X_b, y_b), blocks)], 1
+    )
+    assert_close(flat.numpy(), kfac._unrotated_gradients(X_b, y_b).numpy(), 1e-6)
+
+
+def test_kronecker_preconditioner_needs_damping():
+    model, X, y = build(CASES[0])
+    with pytest.raises(ValueError, match="preconditioner='ekfac'.*positive damping"):
+        CGInfluence(damping=0.0, preconditioner="ekfac").fit(model, X, y)
 
 
 def test_self_influence_value_and_layers_match_exact():

@@ -15,6 +15,7 @@ from iterative_cases import (
 )
 
 from dataval import ExactInfluence, LiSSAInfluence
+from dataval._estimators import _lissa
 from dataval.exceptions import ConvergenceWarning
 
 # a damping this large makes the series converge in ~100 steps on every case
@@ -79,6 +80,40 @@ def test_warns_when_depth_is_too_short():
     model, X, y = build(CASES[0])
     with pytest.warns(ConvergenceWarning, match="depth=10 is short.*damping=0.5"):
         LiSSAInfluence(damping=DAMPING, depth=10, random_state=0).fit(model, X, y)
+
+
+def test_auto_depth_stops_once_the_tail_average_settles():
+    case = CASES[1]
+    kwargs = {"damping": 2.0, "dtype": "float64", "random_state": 0}
+    lissa = LiSSAInfluence(hessian_batch_size=None, tol=1e-2, **kwargs)
+    scores = fit_scores(lissa, case)
+    assert lissa.depth_ in {125 * 2**k for k in range(7)}
+    assert_close(scores, exact_scores(case, damping=2.0), rtol=1e-3)
+    # the chosen depth is the one a fixed depth would use
+    fixed = LiSSAInfluence(hessian_batch_size=None, depth=lissa.depth_, **kwargs)
+    np.testing.assert_allclose(fit_scores(fixed, case), scores, rtol=1e-10)
+
+
+def test_auto_depth_warns_at_its_cap(monkeypatch):
+    monkeypatch.setattr(_lissa, "MAX_AUTO_DEPTH", 250)
+    model, X, y = build(CASES[0])
+    lissa = LiSSAInfluence(damping=DAMPING, tol=1e-12, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="still changed.*depth 250"):
+        lissa.fit(model, X, y)
+    assert lissa.depth_ == 250
+
+
+def test_batch_size_does_not_change_the_series():
+    model, X, y = build(CASES[1])
+    kwargs = {"damping": DAMPING, "depth": 30, "dtype": "float64", "random_state": 0}
+    small = LiSSAInfluence(batch_size=7, **kwargs).fit(model, X, y)
+    large = LiSSAInfluence(batch_size=256, **kwargs).fit(model, X, y)
+    np.testing.assert_allclose(
+        small.self_influence(), large.self_influence(), rtol=1e-8
+    )
+    np.testing.assert_allclose(
+        small.score(X[:9], y[:9]), large.score(X[:9], y[:9]), rtol=1e-6, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

@@ -79,9 +79,8 @@ class EKFACInfluence(KFACInfluence):
             for name, (eig_S, eig_A) in self._factor_eigenvalues.items()
         }
         for batch in signals:
-            for name, (a, g) in batch.items():
-                Q_S, Q_A = self._bases[name]
-                totals[name] += _squared_rotated_gradients(a @ Q_A, g @ Q_S)
+            for name, (a, g) in self._rotate(batch).items():
+                totals[name] += _squared_rotated_gradients(a, g)
         return {name: total / self.n_train_ for name, total in totals.items()}
 
 

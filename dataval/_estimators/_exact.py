@@ -13,6 +13,8 @@ from ._auto_curvature import resolve_curvature
 
 # curvature columns computed per vectorized pass (memory grows with it)
 _COLUMNS_PER_PASS = 64
+# bytes of per-sample Jacobians formed at once for the Gauss-Newton matrix
+_JACOBIAN_BYTES = 256 * 2**20
 
 
 class ExactInfluence(BaseInfluence):
@@ -142,20 +144,43 @@ class ExactInfluence(BaseInfluence):
         p = self.n_params_
         if p > self.max_params:
             raise ValueError(dense_size_message(p, self.max_params, "ExactInfluence"))
-        identity = torch.eye(p, dtype=self.dtype_, device=self.device_)
-        H = torch.cat(
-            [
-                self._curvature_product(
-                    identity[i : i + _COLUMNS_PER_PASS], self.curvature_
-                )
-                for i in range(0, p, _COLUMNS_PER_PASS)
-            ]
-        )
+        H = self._gauss_newton() if self.curvature_ == "ggn" else self._hessian()
         check_finite(self, H, "The curvature matrix")
         eigenvalues, eigenvectors = torch.linalg.eigh((H + H.T) / 2)
         self.eigenvalues_ = eigenvalues
         self._eigenvectors = eigenvectors  # (p, p), columns
         warn_if_not_positive_definite(eigenvalues, self.damping, self.curvature_)
+
+    def _hessian(self):
+        """The dense (p, p) Hessian, by blocks of Hessian-vector products."""
+        p = self.n_params_
+        identity = torch.eye(p, dtype=self.dtype_, device=self.device_)
+        return torch.cat(
+            [
+                self._curvature_product(identity[i : i + _COLUMNS_PER_PASS], "hessian")
+                for i in range(0, p, _COLUMNS_PER_PASS)
+            ]
+        )
+
+    def _gauss_newton(self):
+        """The dense (p, p) Gauss-Newton matrix ``mean_b J_b^T H_b J_b + L2``.
+
+        From per-sample output Jacobians ``J_b`` (k, p) and loss Hessians
+        ``H_b`` (k, k): one matrix product over all rows and outputs instead
+        of ``p`` Gauss-Newton-vector products.
+        """
+        model, p = self.model_, self.n_params_
+        k = model.outputs(model.prepare(self._X_train[:1])).numel()
+        rows = max(1, _JACOBIAN_BYTES // (k * p * self.dtype_.itemsize))
+        G = torch.zeros(p, p, dtype=self.dtype_, device=self.device_)
+        for start, X_b, y_b in self._batches(self._X_train, self._y_train, "ggn", rows):
+            J = model.per_sample_jacobians(X_b).to(self.dtype_)  # (b, k, p)
+            HJ = model.output_hessians(X_b, y_b).to(self.dtype_) @ J  # (b, k, p)
+            weights = self._weights_at(slice(None), start, len(X_b))
+            if weights is not None:
+                HJ *= weights.to(self.dtype_)[:, None, None]
+            G.addmm_(J.flatten(0, 1).T, HJ.flatten(0, 1))
+        return G / self.n_train_ + torch.diag(model.l2.to(self.dtype_))
 
     def _apply_inverse(self, G):
         damped = self.eigenvalues_ + self.damping

@@ -12,6 +12,7 @@ from .._finite import check_finite
 from .._layers import (
     capture,
     diagonal_scores,
+    flush_denormals,
     low_rank_pair_scores,
     pair_scores,
     per_sample_gradients,
@@ -33,8 +34,9 @@ class _TrainingBatch:
         return next(iter(self.signals.values()))[0].shape[0]
 
 
-class _LowRankQueries:
-    """Preconditioned query gradients as ``{name: (U (m, d_out, r), V (m, d_in, r))}``."""
+class _LayerQueries:
+    """Preconditioned queries per layer, ``{name: (m, d_out, d_in)}`` matrices
+    or, with ``query_rank``, ``{name: (U (m, d_out, r), V (m, d_in, r))}``."""
 
     def __init__(self, factors, n_rows):
         self.factors = factors
@@ -87,13 +89,15 @@ class KFACInfluence(BaseInfluence):
         ``None`` means every Linear and Conv2d (``groups=1``) layer with a
         trainable weight.
     query_rank : int, default=None
-        Keep only a rank-``query_rank`` SVD of each layer's preconditioned
-        test gradient in ``score`` and ``top_k``. Saves memory and time when
-        there are many test rows (a layer then costs ``r (d_in + d_out)``
-        numbers per test row instead of ``d_in d_out``) at the price of the
-        truncated singular values: exact when ``query_rank`` reaches the rank
-        of the test gradients (1 per position for a Linear layer), an
-        approximation below it. ``None`` keeps them whole.
+        Keep only a rank-``query_rank`` SVD (randomized when ``query_rank``
+        is below the layer's smaller side minus 8) of each layer's
+        preconditioned test gradient in ``score`` and ``top_k``: a layer then
+        costs ``r (d_in + d_out)`` numbers and ``2 r (d_in + d_out)`` flop
+        per pair instead of ``d_in d_out``. An approximation: the division by
+        the damped eigenvalues makes the preconditioned gradient full rank
+        even when the raw test gradient has rank 1 (a Linear layer without
+        positions), so the error falls with the rank but is not zero before
+        ``min(d_out, d_in)``. ``None`` keeps them whole.
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -259,7 +263,7 @@ class KFACInfluence(BaseInfluence):
         loss = self.model_.adapted.loss
         for start, X_b, y_b in self._batches(self._X_train, self._y_train, "fit"):
             vectors = output_vectors(self.fisher, loss, y_b, self._generator)
-            signals = capture(self.model_, self._layer_list, X_b, vectors)
+            signals = self._capture(X_b, vectors)
             weights = self._weights_at(slice(None), start, len(X_b))
             if weights is not None:
                 root = weights.sqrt()[:, None, None]
@@ -267,6 +271,18 @@ class KFACInfluence(BaseInfluence):
                     name: (a * root.to(a.dtype), g) for name, (a, g) in signals.items()
                 }
             yield signals
+
+    def _capture(self, X, vectors):
+        """:func:`capture`'s layer signals of a batch, in ``dtype_``.
+
+        The passes run in the model's dtype (16-bit in mixed precision); the
+        factors, eigenvalues and scores accumulate in float32 or wider.
+        """
+        signals = capture(self.model_, self._layer_list, X, vectors)
+        return {
+            name: (a.to(self.dtype_), g.to(self.dtype_))
+            for name, (a, g) in signals.items()
+        }
 
     def _fit_factors(self):
         """Eigendecompose ``A`` and ``S`` per layer; return the signals if kept.
@@ -312,19 +328,31 @@ class KFACInfluence(BaseInfluence):
         }
 
     # ------------------------------------------------ gradients and inverse
+    # Scoring works in each layer's Kronecker eigenbasis: the training and test
+    # signals are rotated (a Q_A, g Q_S), which costs O(d^2) per row, and the
+    # inverse curvature is then a division by the damped eigenvalues. Rotating
+    # the preconditioned test gradients back (Q_S R Q_A^T) would cost
+    # O(d_out d_in (d_out + d_in)) per test row, more than scoring it against
+    # thousands of training rows; inner products are the same in either basis.
     def _layers(self):
         return list(zip(self.layers_, self._slices))
 
-    def _training_batch(self, X, y, function=None):
-        # the layer signals of the loss, or of function(output, target)
+    def _signals(self, X, y, function=None):
+        """``{name: (a, g)}`` signals of the loss, or of ``function(output, target)``."""
         function = self.model_.adapted.loss if function is None else function
-        signals = capture(
-            self.model_,
-            self._layer_list,
-            X,
-            output_vectors("empirical", function, y, None),
-        )
-        return _TrainingBatch({name: (a, g[0]) for name, (a, g) in signals.items()})
+        signals = self._capture(X, output_vectors("empirical", function, y, None))
+        return {name: (a, g[0]) for name, (a, g) in signals.items()}
+
+    def _rotate(self, signals):
+        """Signals ``(a Q_A, g Q_S)`` in each layer's Kronecker eigenbasis."""
+        rotated = {}
+        for name, (a, g) in signals.items():
+            Q_S, Q_A = self._bases[name]
+            rotated[name] = (flush_denormals(a @ Q_A), flush_denormals(g @ Q_S))
+        return rotated
+
+    def _training_batch(self, X, y, function=None):
+        return _TrainingBatch(self._rotate(self._signals(X, y, function)))
 
     def _weighted(self, G, weights):
         if weights is None:
@@ -345,43 +373,66 @@ class KFACInfluence(BaseInfluence):
         return int(self.n_train_ * per_row * self.dtype_.itemsize)
 
     def _gradients(self, X, y, function=None):
-        return _flatten(self._training_batch(X, y, function))
+        """Per-sample gradients (B, p) in the layers' Kronecker eigenbases."""
+        return _flatten(self._training_batch(X, y, function).signals)
+
+    def _unrotated_gradients(self, X, y, function=None):
+        """Per-sample gradients (B, p) in the parameters' own basis."""
+        return _flatten(self._signals(X, y, function))
 
     def _apply_inverse(self, G):
+        """Rotated gradients ``G`` (m, p) divided by the damped eigenvalues."""
         if isinstance(G, _TrainingBatch):
-            G = _flatten(G)
-        return self._apply_spectral(G, torch.reciprocal)
+            G = _flatten(G.signals)
+        out = torch.empty_like(G)
+        for name, sl in self._layers():
+            damped = self.eigenvalues_[name] + self.damping_[name]
+            out[:, sl] = G[:, sl] / damped.reshape(-1)
+        return out
 
     def _apply_spectral(self, G, function):
-        """Rows of ``G`` (m, p) times ``function`` of the damped curvature.
+        """Rows of ``G`` (m, p), in the parameters' basis, times ``function``
+        of the damped curvature.
 
         ``function`` maps each layer's damped eigenvalues (d_out, d_in) to the
         values the matrix function takes in the Kronecker eigenbasis.
         """
         out = torch.empty_like(G)
         for layer, sl in zip(self._layer_list, self._slices):
-            Q_S, Q_A = self._bases[layer.name]
             V = G[:, sl].reshape(-1, layer.d_out, layer.d_in)
-            rotated = Q_S.T @ V @ Q_A
-            rotated *= function(
-                self.eigenvalues_[layer.name] + self.damping_[layer.name]
-            )
-            out[:, sl] = (Q_S @ rotated @ Q_A.T).reshape(len(G), -1)
+            out[:, sl] = self._apply_block(layer.name, V, function).reshape(len(G), -1)
         return out
+
+    def _apply_block(self, name, V, function):
+        """``function`` of layer ``name``'s damped curvature on matrices V (m, d_out, d_in)."""
+        Q_S, Q_A = self._bases[name]
+        rotated = Q_S.T @ V @ Q_A
+        rotated *= function(self.eigenvalues_[name] + self.damping_[name])
+        return Q_S @ rotated @ Q_A.T
 
     # ------------------------------------------------------------- scoring
     def _queries(self, X, y):
         for start, Q in super()._queries(X, y):
-            yield start, Q if self.query_rank is None else self._low_rank(Q)
+            # each layer's block once, contiguous, for every training batch
+            factors = {}
+            for layer, sl in zip(self._layer_list, self._slices):
+                matrices = Q[:, sl].reshape(-1, layer.d_out, layer.d_in)
+                factors[layer.name] = (
+                    matrices if self.query_rank is None else self._low_rank(matrices)
+                )
+            yield start, _LayerQueries(factors, len(Q))
 
-    def _low_rank(self, Q):
-        factors = {}
-        for layer, sl in zip(self._layer_list, self._slices):
-            matrices = Q[:, sl].reshape(-1, layer.d_out, layer.d_in)
+    def _low_rank(self, matrices):
+        """``(U S, V)``: a rank-``query_rank`` SVD of each matrix (m, d_out, d_in)."""
+        r = min(self.query_rank, *matrices.shape[1:])
+        if r + 8 < min(matrices.shape[1:]):
+            # randomized (Halko et al., 2011): O(d_out d_in r) per matrix
+            U, s, V = torch.svd_lowrank(matrices, q=r + 8)
+        else:
             U, s, Vh = torch.linalg.svd(matrices, full_matrices=False)
-            r = min(self.query_rank, s.shape[1])
-            factors[layer.name] = (U[..., :r] * s[:, None, :r], Vh[:, :r].mT)
-        return _LowRankQueries(factors, len(Q))
+            V = Vh.mT
+        # trailing singular values of confidently predicted rows are subnormal
+        return flush_denormals(U[..., :r] * s[:, None, :r]), V[..., :r]
 
     def _inner(self, Q, G, diagonal=False, layer=None):
         total = 0.0
@@ -389,18 +440,21 @@ class KFACInfluence(BaseInfluence):
             if layer is not None and sl != layer:
                 continue
             a, g = G.signals[lay.name]
-            if isinstance(Q, _LowRankQueries):
-                total = total + low_rank_pair_scores(*Q.factors[lay.name], a, g)
-                continue
-            matrices = Q[:, sl].reshape(-1, lay.d_out, lay.d_in)
-            score = diagonal_scores if diagonal else pair_scores
-            total = total + score(matrices, a, g)
+            if isinstance(Q, _LayerQueries):
+                matrices = Q.factors[lay.name]
+            else:
+                matrices = Q[:, sl].reshape(-1, lay.d_out, lay.d_in)
+            if isinstance(matrices, tuple):
+                total = total + low_rank_pair_scores(*matrices, a, g)
+            else:
+                score = diagonal_scores if diagonal else pair_scores
+                total = total + score(matrices, a, g)
         return total
 
 
-def _flatten(batch):
-    """Flat per-sample gradients (B, p) over the layers of a training batch."""
-    return torch.cat([per_sample_gradients(a, g) for a, g in batch.signals.values()], 1)
+def _flatten(signals):
+    """Flat per-sample gradients (B, p) from ``{name: (a, g)}`` layer signals."""
+    return torch.cat([per_sample_gradients(a, g) for a, g in signals.values()], 1)
 
 
 def _eigh(matrix, dtype):

@@ -12,6 +12,10 @@ from ._matrix_free import MatrixFreeInfluence
 
 #: ``scale="auto"`` is this multiple of the largest eigenvalue of H + damping I
 AUTO_SCALE_MARGIN = 1.1
+#: ``depth="auto"`` tries these depths in turn (each twice the previous)
+FIRST_AUTO_DEPTH, MAX_AUTO_DEPTH = 125, 8000
+#: training rows whose gradients ``depth="auto"`` runs the series on
+AUTO_DEPTH_PROBES = 16
 
 
 class LiSSAInfluence(MatrixFreeInfluence):
@@ -36,6 +40,13 @@ class LiSSAInfluence(MatrixFreeInfluence):
     has to tune ``s``. It reaches eigen-directions with eigenvalue ``a`` at the
     rate ``(1 - a / s)^t``: ``depth`` must be several times ``s / damping``
     for the small eigenvalues (which dominate influence) to converge.
+    ``depth="auto"`` finds out at fit: it runs the series on the gradients of
+    16 training rows, doubling the depth from 125 (the tail average of depth
+    ``2d`` is that of steps ``d`` to ``2d``) until two successive tail
+    averages differ by at most ``tol`` (relative, in norm), and keeps that
+    depth for every solve. A direction that has not converged grows between
+    windows (``v_t`` grows linearly along it), so the windows agree only
+    once the series has settled.
 
     Parameters
     ----------
@@ -51,9 +62,15 @@ class LiSSAInfluence(MatrixFreeInfluence):
         linear layer (scikit-learn's linear models, where the two coincide),
         the Gauss-Newton matrix for any other model (networks: their Hessian
         is indefinite where they fit noisy labels).
-    depth : int, default=5000
+    depth : "auto" or int, default="auto"
         Steps of the series (each one curvature product on a mini-batch); the
-        second half is averaged.
+        second half is averaged. ``"auto"``: the first of 125, 250, ...,
+        8000 at which the tail average stops changing (``tol``); the value
+        used is ``depth_``.
+    tol : float, default=0.05
+        ``depth="auto"`` stops when the tail averages of two successive
+        depths differ by at most ``tol`` times their norm. Ignored for an
+        integer ``depth``.
     scale : "auto" or float, default="auto"
         ``s``. ``"auto"`` is ``1.1`` times the largest eigenvalue of
         ``H + damping I`` (power iteration, 30 full-batch products). A value
@@ -63,6 +80,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
     hessian_batch_size : int, default=256
         Training rows drawn (with replacement) for each step's curvature;
         ``None`` uses the whole training set at every step (deterministic).
+        A step's mini-batch is one pass, whatever ``batch_size``.
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -91,6 +109,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
         The damping used.
     scale_ : float
         The scale ``s`` used.
+    depth_ : int
+        The depth used.
     largest_eigenvalue_ : float or None
         Power-iteration estimate of the largest eigenvalue of
         ``H + damping I`` (``None`` when ``scale`` was given).
@@ -106,8 +126,10 @@ class LiSSAInfluence(MatrixFreeInfluence):
     Warns
     -----
     ConvergenceWarning
-        At fit, when ``depth < 6 * scale_ / damping_``: the directions of
-        near-zero curvature, which dominate influence, would not converge.
+        At fit, when an integer ``depth < 6 * scale_ / damping_``: the
+        directions of near-zero curvature, which dominate influence, would not
+        converge; with ``depth="auto"``, when the tail average still changes
+        by more than ``tol`` at depth 8000.
 
     Raises
     ------
@@ -128,14 +150,17 @@ class LiSSAInfluence(MatrixFreeInfluence):
     >>> from dataval import LiSSAInfluence
     >>> X, y = load_iris(return_X_y=True)
     >>> clf = LogisticRegression(max_iter=1000).fit(X, y)
-    >>> inf = LiSSAInfluence(damping=1.0, depth=100, random_state=0).fit(clf, X, y)
+    >>> inf = LiSSAInfluence(damping=1.0, random_state=0).fit(clf, X, y)
+    >>> inf.depth_ >= 125
+    True
     >>> inf.score(X[:3], y[:3]).shape
     (3, 150)
     """
 
     _parameter_constraints = {
         **MatrixFreeInfluence._parameter_constraints,
-        "depth": [Interval(Integral, 1, None, closed="left")],
+        "depth": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
         "scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "repeats": [Interval(Integral, 1, None, closed="left")],
         "hessian_batch_size": [None, Interval(Integral, 1, None, closed="left")],
@@ -143,6 +168,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
     _saved_state = MatrixFreeInfluence._saved_state + (
         "largest_eigenvalue_",
         "scale_",
+        "depth_",
         "_seed",
     )
 
@@ -151,7 +177,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
         damping=1e-3,
         measurement="loss",
         curvature="auto",
-        depth=5000,
+        depth="auto",
+        tol=0.05,
         scale="auto",
         repeats=1,
         hessian_batch_size=256,
@@ -167,6 +194,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         self.measurement = measurement
         self.curvature = curvature
         self.depth = depth
+        self.tol = tol
         self.scale = scale
         self.repeats = repeats
         self.hessian_batch_size = hessian_batch_size
@@ -186,7 +214,11 @@ class LiSSAInfluence(MatrixFreeInfluence):
         else:
             self.scale_ = float(self.scale)
         self._seed = int(self._random.randint(2**31 - 1))
-        self._warn_if_shallow()
+        if self.depth == "auto":
+            self.depth_ = self._choose_depth()
+        else:
+            self.depth_ = self.depth
+            self._warn_if_shallow()
 
     def _warn_if_shallow(self):
         # the tail average starts at depth / 2; a direction of curvature c has
@@ -198,10 +230,42 @@ class LiSSAInfluence(MatrixFreeInfluence):
                 f"depth={self.depth} is short for scale={self.scale_:.3g} and "
                 f"damping={self.damping_:g}: directions of near-zero curvature "
                 "converge as (1 - damping / scale)^step, which needs depth >= "
-                f"6 * scale / damping = {needed:.0f}. Increase depth or damping.",
+                f"6 * scale / damping = {needed:.0f}. Increase depth or damping, "
+                "or use depth='auto'.",
                 ConvergenceWarning,
                 stacklevel=5,
             )
+
+    def _choose_depth(self):
+        """The first doubling depth whose tail average agrees with the previous."""
+        probes = torch.randperm(self.n_train_, generator=self._generator())
+        X, y = self.model_.prepare(
+            self._X_train[probes[:AUTO_DEPTH_PROBES]],
+            self._y_train[probes[:AUTO_DEPTH_PROBES]],
+        )
+        generator = torch.Generator().manual_seed(self._seed)
+        steps = self._series(self._gradients(X, y), generator)
+        depth, previous, change = FIRST_AUTO_DEPTH, None, math.inf
+        while True:
+            # tail average over steps depth / 2 .. depth (depth / 2 = the
+            # previous depth): all the steps run since the previous check
+            total = sum(next(steps) for _ in range(depth - depth // 2))
+            average = total / (depth - depth // 2)
+            if previous is not None:
+                change = float((average - previous).norm() / average.norm())
+            if change <= self.tol or 2 * depth > MAX_AUTO_DEPTH:
+                break
+            previous, depth = average, 2 * depth
+        if change > self.tol:
+            warnings.warn(
+                f"LiSSAInfluence's tail average still changed by {change:.2g} "
+                f"(above tol={self.tol:g}) at depth {depth}, the largest depth='auto' "
+                f"tries (scale={self.scale_:.3g}, damping={self.damping_:g}). "
+                "Increase damping, pass a larger depth, or use CGInfluence.",
+                ConvergenceWarning,
+                stacklevel=5,
+            )
+        return depth
 
     def _step_rows(self, generator):
         """Positions of one step's mini-batch of rows, or ``None`` for all rows."""
@@ -210,20 +274,33 @@ class LiSSAInfluence(MatrixFreeInfluence):
             return None
         return torch.randint(self.n_train_, (size,), generator=generator)
 
-    def _apply_inverse(self, G):
-        generator = torch.Generator().manual_seed(self._seed)
+    def _series(self, G, generator):
+        """Yield the iterates ``v_t`` (m, p) of one run of the series from ``G``.
+
+        ``generator`` draws the mini-batches.
+        """
         g_norm = G.norm(dim=1)
+        V = G.clone()  # (m, p)
+        step = 0
+        while True:
+            V = G + V - self._product(V, rows=self._step_rows(generator)) / self.scale_
+            self._check_divergence(V, g_norm, step)
+            yield V
+            step += 1
+
+    def _apply_inverse(self, G):
+        # every solve draws the same mini-batches: the map is fixed by the fit;
+        # each repeat continues the generator where the previous one ended
+        generator = torch.Generator().manual_seed(self._seed)
         total = torch.zeros_like(G)
-        first_averaged = self.depth // 2
+        first_averaged = self.depth_ // 2
         for _ in range(self.repeats):
-            V = G.clone()  # (m, p)
-            for step in self._iterations(self.depth, "LiSSA"):
-                rows = self._step_rows(generator)
-                V = G + V - self._product(V, rows=rows) / self.scale_
-                self._check_divergence(V, g_norm, step)
+            steps = self._series(G, generator)
+            for step in self._iterations(self.depth_, "LiSSA"):
+                V = next(steps)
                 if step >= first_averaged:
                     total += V
-        n_averaged = self.repeats * (self.depth - first_averaged)
+        n_averaged = self.repeats * (self.depth_ - first_averaged)
         return total / (n_averaged * self.scale_)
 
     def _check_divergence(self, V, g_norm, step):
@@ -234,7 +311,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         if bool(torch.isfinite(norm).all()) and bool((norm <= bound).all()):
             return
         raise FloatingPointError(
-            f"LiSSAInfluence diverged at step {step + 1} of depth={self.depth}: a "
+            f"LiSSAInfluence diverged at step {step + 1} of depth={self.depth_}: a "
             f"row's norm grew to {float(norm.max()):.3g} from {float(g_norm.max()):.3g}. "
             f"scale={self.scale_:.4g} is too small for the curvature (it must exceed "
             "half its largest eigenvalue), or H + damping I has negative "

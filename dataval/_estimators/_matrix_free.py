@@ -10,6 +10,7 @@ largest eigenvalue, and Lanczos for its dominant eigenpairs.
 from abc import abstractmethod
 from numbers import Real
 
+import numpy as np
 import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -71,10 +72,32 @@ class MatrixFreeInfluence(BaseInfluence):
         ``rows``: positions of the training rows the curvature averages over
         (default: the estimator's curvature rows).
         """
+        # a mini-batch is one pass: batch_size is for the gradient passes
+        batch_size = None if rows is None else len(rows)
         out = self._curvature_product(
-            V, self.curvature_, self._curvature_rows if rows is None else rows
+            V,
+            self.curvature_,
+            self._curvature_rows if rows is None else rows,
+            batch_size,
         )
         return out + self.damping_ * V if damped else out
+
+    def _self_influence_rows(self, store):
+        # one solve per chunk of training rows, not per batch: a solve costs
+        # passes over the data whatever its number of rows
+        chunk, values, block = self._test_chunk_size(), [], []
+        for _, G in self._training_gradients(store):
+            block.append(G)
+            if sum(map(len, block)) >= chunk:
+                values.append(self._diagonal_influence(torch.cat(block)))
+                block = []
+        if block:
+            values.append(self._diagonal_influence(torch.cat(block)))
+        return np.concatenate(values)
+
+    def _diagonal_influence(self, G):
+        influence = self._influence(self._apply_inverse(G), G, diagonal=True)
+        return influence.float().cpu().numpy()
 
     def _random_vectors(self, k, generator, rademacher=False):
         """(k, p) random vectors on the device: Gaussian or Rademacher (+-1)."""

@@ -223,7 +223,11 @@ class SourceInfluence(BaseInfluence):
     def _gradients(self, X, y, function=None):
         # (b, L * p): each segment's layer gradients at its checkpoint
         return torch.cat(
-            [segment._gradients(X, y, function) for segment in self.segments_], 1
+            [
+                segment._unrotated_gradients(X, y, function)
+                for segment in self.segments_
+            ],
+            1,
         )
 
     def _apply_inverse(self, G):
