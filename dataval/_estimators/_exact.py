@@ -171,7 +171,9 @@ class ExactInfluence(BaseInfluence):
         """
         model, p = self.model_, self.n_params_
         k = model.outputs(model.prepare(self._X_train[:1])).numel()
-        rows = max(1, _JACOBIAN_BYTES // (k * p * self.dtype_.itemsize))
+        rows = min(
+            self.batch_size, max(1, _JACOBIAN_BYTES // (k * p * self.dtype_.itemsize))
+        )
         G = torch.zeros(p, p, dtype=self.dtype_, device=self.device_)
         for start, X_b, y_b in self._batches(self._X_train, self._y_train, "ggn", rows):
             J = model.per_sample_jacobians(X_b).to(self.dtype_)  # (b, k, p)
