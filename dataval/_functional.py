@@ -200,7 +200,7 @@ class FunctionalModel:
     def losses(self, X, y):
         """Per-sample losses ``(B,)`` for a prepared batch."""
         with self.borrow(), torch.no_grad():
-            return self.adapted.loss(self._forward(self.theta, X), y)
+            return self.adapted.loss(*_in_float32(self._forward(self.theta, X), y))
 
     def per_sample_grads(self, X, y, function=None):
         """Gradients of each row's loss, ``(B, p)``.
@@ -212,7 +212,7 @@ class FunctionalModel:
 
         def row_value(theta, x, target):
             output = self._forward(theta, x.unsqueeze(0))
-            return function(output, target.unsqueeze(0)).sum()
+            return function(*_in_float32(output, target.unsqueeze(0))).sum()
 
         with self.borrow():
             return vmap(grad(row_value), in_dims=(None, 0, 0))(self.theta, X, y)
@@ -264,6 +264,20 @@ class FunctionalModel:
                     return output_vjp(hjv)[0]
 
             return vmap(product)(V)
+
+
+def _in_float32(output, target):
+    """16-bit outputs and targets cast to float32 for the loss.
+
+    In 16 bits the loss gradient of a confidently predicted row (``softmax -
+    y`` for a cross-entropy) rounds to zero; the rest of the pass stays in 16
+    bits, the gradient flows back through the cast.
+    """
+    if output.dtype in (torch.float16, torch.bfloat16):
+        output = output.float()
+        if target.is_floating_point():
+            target = target.float()
+    return output, target
 
 
 def _check_finite_tensors(tensors, source):

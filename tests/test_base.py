@@ -410,3 +410,30 @@ def test_top_k_peak_memory_stays_far_below_the_dense_frame():
     assert result.returncode == 0, result.stderr
     peak = int(result.stdout.split()[-1])
     assert peak < budget * 2**20, f"top_k peaked at {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        ExactInfluence(damping=0.1, curvature="ggn"),
+        TRAKInfluence(damping=0.1, random_state=0),
+    ],
+    ids=["exact", "trak"],
+)
+def test_bfloat16_keeps_the_gradients_of_confident_rows(estimator):
+    # softmax(z) - y of a row predicted with probability 1 - 1e-4 rounds to 0
+    # in bfloat16: per-sample losses are taken in float32 (mean row Pearson
+    # measured 0.98 for Exact, 0.999 for TRAK; 0.88 and 0.90 without)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    )
+    X = torch.randn(60, 4)
+    with torch.no_grad():
+        net[2].weight *= 30
+    y = net(X).argmax(1)
+    reference = clone(estimator).fit(net, X, y).score(X[:8], y[:8]).to_numpy()
+    mixed = clone(estimator).set_params(dtype="bfloat16").fit(net, X, y)
+    got = mixed.score(X[:8], y[:8]).to_numpy()
+    pearson = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(got, reference)])
+    assert pearson > 0.95
