@@ -9,8 +9,9 @@ and the :class:`FloatingPointError` names them and the likely cure.
 """
 
 import numpy as np
-import pandas as pd
 import torch
+
+from ._validation import rows_text
 
 # attributes that hold inputs (checked on the way in), not computed state
 _INPUTS = ("_X_train", "_y_train", "model_")
@@ -63,12 +64,6 @@ def non_finite_rows(estimator, X, y):
     return bad
 
 
-def _labels(index, positions):
-    labels = pd.Index(index)[positions].tolist()
-    more = f" and {len(labels) - 10} more" if len(labels) > 10 else ""
-    return f"{labels[:10]}{more}"
-
-
 def raise_non_finite(estimator, what, test=None):
     """Find the rows behind a non-finite result and raise a FloatingPointError."""
     found = []
@@ -76,10 +71,10 @@ def raise_non_finite(estimator, what, test=None):
         X, y, index = test
         rows = non_finite_rows(estimator, X, y)
         if rows:
-            found.append(f"test rows {_labels(index, rows)}")
+            found.append(f"test {rows_text(index, rows)}")
     rows = non_finite_rows(estimator, estimator._X_train, estimator._y_train)
     if rows:
-        found.append(f"training rows {_labels(estimator.train_index_, rows)}")
+        found.append(f"training {rows_text(estimator.train_index_, rows)}")
     dtype = estimator.model_.dtype
     if dtype in (torch.float16, torch.bfloat16):
         cure = (

@@ -64,9 +64,9 @@ def check_X_y(X, y, *, name_X="X", name_y="y"):
     return index
 
 
-def _rows_text(bad, index):
-    """``"rows [...]"``: the index labels of the rows flagged in ``bad`` (n,)."""
-    labels = pd.Index(index)[np.flatnonzero(bad)]
+def rows_text(index, positions):
+    """``"rows [...]"``: the index labels of the rows at ``positions``, first 10."""
+    labels = pd.Index(index)[positions]
     more = f" and {len(labels) - 10} more" if len(labels) > 10 else ""
     return f"rows {labels[:10].tolist()}{more}"
 
@@ -97,7 +97,7 @@ def _check_complete(y, name, index):
     if bad.any():
         raise ValueError(
             f"{name} contains missing or infinite values (NaN, None, pd.NA or inf) "
-            f"in {_rows_text(bad, index)}; drop those rows or fill them in first."
+            f"in {rows_text(index, np.flatnonzero(bad))}; drop those rows or fill them in first."
         )
 
 
@@ -189,7 +189,7 @@ def check_features(X, name="X"):
     bad = _missing(values) if values.dtype.kind in "fc" else None
     if bad is not None and bad.any():
         raise ValueError(
-            f"{name} contains NaN or infinity in {_rows_text(bad, index)}; impute "
+            f"{name} contains NaN or infinity in {rows_text(index, np.flatnonzero(bad))}; impute "
             "or drop those rows first."
         )
     return X

@@ -76,3 +76,18 @@ def trained_mlp(iris):
     y, y_test = torch.tensor(y), torch.tensor(y_test)
     module = train(tiny_mlp(), X, y, torch.nn.functional.cross_entropy)
     return module, X, y, X_test, y_test
+
+
+def confident_net():
+    """``(net, X, y)``: a net that predicts its own labels with probability ~1 - 1e-4.
+
+    ``softmax(z) - y`` of such rows rounds to 0 in bfloat16: the 16-bit tests.
+    """
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    )
+    X = torch.randn(60, 4)
+    with torch.no_grad():
+        net[2].weight *= 30
+    return net, X, net(X).argmax(1)

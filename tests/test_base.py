@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import matmul_supported
+from conftest import confident_net, matmul_supported
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -424,14 +424,7 @@ def test_bfloat16_keeps_the_gradients_of_confident_rows(estimator):
     # softmax(z) - y of a row predicted with probability 1 - 1e-4 rounds to 0
     # in bfloat16: per-sample losses are taken in float32 (mean row Pearson
     # measured 0.98 for Exact, 0.999 for TRAK; 0.88 and 0.90 without)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
-    )
-    X = torch.randn(60, 4)
-    with torch.no_grad():
-        net[2].weight *= 30
-    y = net(X).argmax(1)
+    net, X, y = confident_net()
     reference = clone(estimator).fit(net, X, y).score(X[:8], y[:8]).to_numpy()
     mixed = clone(estimator).set_params(dtype="bfloat16").fit(net, X, y)
     got = mixed.score(X[:8], y[:8]).to_numpy()

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import confident_net
 from kfac_cases import (
     CASES,
     Normed,
@@ -228,14 +229,7 @@ def test_callable_loss_with_ggn_fisher():
 def test_bfloat16_keeps_the_gradients_of_confident_rows():
     # softmax(z) - y of a row predicted with probability 1 - 1e-4 rounds to 0
     # in bfloat16: the loss's output gradients are taken in float32
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
-    )
-    X = torch.randn(60, 4)
-    with torch.no_grad():
-        net[2].weight *= 30
-    y = net(X).argmax(1)
+    net, X, y = confident_net()
     kwargs = {"damping": 0.1, "random_state": 0}
     reference = EKFACInfluence(**kwargs).fit(net, X, y).score(X[:8], y[:8])
     mixed = EKFACInfluence(**kwargs, dtype="bfloat16").fit(net, X, y)

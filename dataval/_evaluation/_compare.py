@@ -223,13 +223,7 @@ class _Fold:
         ).full_
 
         def evaluate(estimator):
-            fitted, fit_time = _timed(
-                _fit_valuation,
-                _seeded_clone(estimator, self.seed),
-                model,
-                self.X_train,
-                y_noisy,
-            )
+            fitted, fit_time = self._fit_timed(estimator, model, y_noisy)
             if isinstance(fitted, BaseValuation):
                 value, score_time = _timed(_values, fitted, self.X_test, self.y_test)
                 suspicion = -value
@@ -246,6 +240,11 @@ class _Fold:
             records += self._measure(name, ["mislabel_auc"], evaluate, estimator)
         return records
 
+    def _fit_timed(self, estimator, model, y):
+        """``(fitted, seconds)``: a seeded clone of ``estimator`` fitted on the fold."""
+        estimator = _seeded_clone(estimator, self.seed)
+        return _timed(_fit_valuation, estimator, model, self.X_train, y)
+
     def _removal(self, estimators):
         """Mean held-out score along the point-removal curve of each estimator."""
         model = Retrainer(
@@ -254,13 +253,7 @@ class _Fold:
         metrics = ["removal_highest", "removal_lowest"]
 
         def evaluate(estimator):
-            fitted, fit_time = _timed(
-                _fit_valuation,
-                _seeded_clone(estimator, self.seed),
-                model,
-                self.X_train,
-                self.y_train,
-            )
+            fitted, fit_time = self._fit_timed(estimator, model, self.y_train)
             values, score_time = _timed(_values, fitted, self.X_test, self.y_test)
             curve = point_removal_curve(
                 values,
