@@ -4,10 +4,14 @@ Every estimator estimates
 
     influence[i, j] = (1/n) g_i^T (H + damping I)^{-1} g_j
 
-with ``g = grad loss`` of a test row ``i`` and a training row ``j``. Subclasses
-supply only ``_fit_curvature`` (what they learn about the training data) and
-``_apply_inverse`` (how they apply ``(H + damping I)^{-1}``). Scoring, streaming,
-indexes and output frames live here, once.
+with ``g = grad loss`` of a test row ``i`` and a training row ``j``. This
+module holds the contract every estimator keeps: parameter validation, the fit
+(reading the model, preparing the data, checking the result) and the outputs
+as pandas objects. An estimator supplies ``_fit_curvature`` (what it learns
+about the training data) and names its two parts, a featurizer
+(``_featurizer``: what a row becomes) and a curvature (``_curvature``: how
+``(H + damping I)^{-1}`` is applied); the streaming core
+(:mod:`dataval._core.stream`) pairs them for every output.
 """
 
 from abc import ABCMeta, abstractmethod
@@ -26,14 +30,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._adapters import adapt_model
 from ._config import get_config
+from ._core.data import TrainingData, batches
+from ._core.parts import FlatGradients
+from ._core.stream import Stream
 from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
 from ._labels import add_labels
-from ._layers import flush_denormals
 from ._measurements import MEASUREMENTS, resolve_measurement
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
-from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
-from ._progress import phase, tracked
+from ._progress import phase
 from ._validation import (
     check_dtype_on_device,
     check_X_y,
@@ -41,16 +46,14 @@ from ._validation import (
     resolve_dtype,
 )
 
-# bytes of training gradients cached from one test chunk to the next
-_WORKING_MEMORY = 512 * 2**20
-
 
 class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     """Base class of influence estimators; not used directly.
 
-    Subclasses define ``__init__`` (storing arguments only), extend
-    ``_parameter_constraints`` and implement ``_fit_curvature`` and
-    ``_apply_inverse``.
+    Subclasses define ``__init__`` (keyword-only, storing arguments only),
+    extend ``_parameter_constraints``, implement ``_fit_curvature`` and
+    ``_curvature``, and override ``_featurizer`` when a row is not its flat
+    loss gradient.
     """
 
     _parameter_constraints: dict = {
@@ -70,10 +73,6 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
 
     #: dtype of gradients and solves when ``dtype=None``
     _default_dtype = torch.float32
-    #: whether the pair score carries the ``1/n`` of the influence equation
-    _per_training_point = True
-    #: the training rows this object scores; parallel workers get a slice
-    _worker_rows = slice(None)
     #: attributes set by ``_fit_curvature`` that ``dataval.save`` writes and
     #: ``dataval.load`` restores (tensors, numbers, strings, numpy arrays and
     #: containers of them): everything scoring needs that a pass over the
@@ -192,7 +191,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
 
     @abstractmethod
     def _fit_curvature(self):
-        """Learn what ``_apply_inverse`` needs from the training data."""
+        """Learn what the estimator's featurizer and curvature need."""
 
     def _fitted_state(self):
         """``{name: value}`` of what ``_fit_curvature`` learned, for ``dataval.save``."""
@@ -208,184 +207,44 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         for name, value in state.items():
             setattr(self, name, value)
 
+    # ------------------------------------------------------------ the parts
+    def _featurizer(self):
+        """What a row becomes (:class:`~dataval._core.parts.Featurizer`).
+
+        Per-sample loss gradients, flat, unless a subclass says otherwise.
+        """
+        return FlatGradients(self.model_, self.dtype_)
+
     @abstractmethod
-    def _apply_inverse(self, G):
-        """Rows of ``G`` (m, p) times ``(H + damping I)^{-1}``, shape (m, p)."""
+    def _curvature(self):
+        """How ``(H + damping I)^{-1}`` is applied (:class:`~dataval._core.parts.Curvature`)."""
 
-    # ------------------------------------------------------- the one equation
-    def _influence(self, Q, G, diagonal=False, layer=None):
-        """``(1/n) Q G^T``: preconditioned test rows ``Q`` against gradients ``G``.
+    def _data(self, batch_size=None):
+        """The training rows and the passes over them (:class:`TrainingData`)."""
+        return TrainingData(
+            self.model_,
+            self._X_train,
+            self._y_train,
+            self._sample_weight,
+            batch_size or self.batch_size,
+            self.verbose,
+        )
 
-        ``Q = _apply_inverse(g_test)`` (m, p), ``G`` training gradients (b, p);
-        returns (m, b), or (m,) with ``diagonal=True`` (row ``i`` with row ``i``).
-        ``layer`` (a slice of p from ``_layers``) keeps one layer's block only.
-        """
-        scores = self._inner(Q, G, diagonal, layer)
-        return scores / self.n_train_ if self._per_training_point else scores
-
-    def _inner(self, Q, G, diagonal=False, layer=None):
-        """Dot products of the rows of ``Q`` and ``G`` over the parameters in ``layer``.
-
-        Subclasses whose ``_training_batch`` or ``_queries`` return a factored
-        form (instead of flat rows) compute the same products from it.
-        """
-        if layer is not None:
-            Q, G = Q[:, layer], G[:, layer]
-        return (Q * G).sum(1) if diagonal else Q @ G.T
-
-    # ------------------------------------------------------------- gradients
-    def _gradients(self, X, y, function=None):
-        """Per-sample loss gradients (b, p) of a prepared batch, in ``dtype_``.
-
-        ``function(output, target)`` replaces the loss (see ``_query_gradients``).
-        """
-        G = self.model_.per_sample_grads(X, y, function).to(self.dtype_)
-        return flush_denormals(G)
-
-    def _query_gradients(self, X, y):
-        """Gradients of the measurement of query rows, as ``_gradients`` gives them."""
-        return self._gradients(X, y, self._measurement_function())
-
-    def _layers(self):
-        """``[(layer name, slice of p)]``: the blocks ``by_layer`` reports."""
-        return self.model_.layers
+    def _stream(self):
+        """The streaming core over this fitted estimator's two parts."""
+        return Stream(
+            self._featurizer(),
+            self._curvature(),
+            self._data(),
+            self.dtype_,
+            self.n_jobs,
+        )
 
     def _batches(self, X, y, desc, batch_size=None):
-        """Yield ``(start, X_batch, y_batch)`` on the device."""
-        size = batch_size or self.batch_size
-        starts = range(0, len(X), size)
-        for start in tracked(starts, len(starts), desc, self.verbose):
-            X_b, y_b = self.model_.prepare(
-                X[start : start + size], y[start : start + size]
-            )
-            yield start, X_b, y_b
-
-    def _training_gradients(self, store=None):
-        """Yield ``(start, G)`` over the training rows this object scores.
-
-        ``store`` (a list owned by the caller) keeps the gradients after the
-        first pass when they fit in working memory, for the next test chunk.
-        ``start`` counts from the first of ``_worker_rows`` (all rows, except
-        in a parallel worker).
-        """
-        if store:
-            yield from store
-            return
-        fits = self._training_bytes() <= _WORKING_MEMORY
-        keep = [] if store is not None and fits else None
-        rows = self._worker_rows
-        for start, X_b, y_b in self._batches(
-            self._X_train[rows], self._y_train[rows], "train"
-        ):
-            G = self._weighted(
-                self._training_batch(X_b, y_b),
-                self._weights_at(rows, start, len(X_b)),
-            )
-            if keep is not None:
-                keep.append((start, G))
-            yield start, G
-        if keep is not None:
-            store.extend(keep)
-
-    def _training_rows(self, positions):
-        """Yield ``(offset, G)``: ``_training_batch`` of the rows at ``positions``."""
-        X, y = self._X_train[positions], self._y_train[positions]
-        for start, X_b, y_b in self._batches(X, y, "train"):
-            weights = self._weights_at(positions, start, len(X_b))
-            yield start, self._weighted(self._training_batch(X_b, y_b), weights)
-
-    def _weights_at(self, rows, start, size):
-        """Objective weights (size,) of training rows ``rows[start:start+size]``.
-
-        ``None`` when the objective is unweighted.
-        """
-        if self._sample_weight is None:
-            return None
-        return self._sample_weight[rows][start : start + size]
-
-    def _weighted(self, G, weights):
-        """A ``_training_batch`` result with row ``j`` scaled by ``weights[j]``.
-
-        Removing row ``j`` removes ``w_j loss_j`` from the objective: its
-        gradient enters the influence equation as ``w_j g_j``.
-        """
-        return G if weights is None else G * weights[:, None].to(G.dtype)
-
-    def _training_batch(self, X, y):
-        """Gradients of a prepared training batch, in the form ``_inner`` takes.
-
-        Flat per-sample gradients (b, p) here.
-        """
-        return self._gradients(X, y)
-
-    def _training_bytes(self):
-        """Bytes of the whole training set's ``_training_batch`` results."""
-        return self.n_train_ * self._vector_size() * self.dtype_.itemsize
-
-    def _curvature_product(self, V, curvature, rows=None, batch_size=None):
-        """``V @ H`` for ``V`` of shape (k, p): the objective's curvature.
-
-        ``H`` is the mean over the training rows at positions ``rows``
-        (default: all) of the loss Hessian (``curvature="hessian"``) or
-        Gauss-Newton matrix (``"ggn"``), plus the model's L2 term. Damping is
-        not included. ``batch_size``: rows per pass (default: the estimator's).
-        """
-        X, y = self._X_train, self._y_train
-        rows = slice(None) if rows is None else rows
-        X, y = X[rows], y[rows]
-        total = torch.zeros_like(V)
-        # the products run in the gradient passes' dtype, the sum in V's
-        V_model = V.to(self.model_.dtype)
-        for start, X_b, y_b in self._batches(X, y, "curvature", batch_size):
-            weights = self._weights_at(rows, start, len(X_b))
-            total += self.model_.curvature_matvec(V_model, X_b, y_b, curvature, weights)
-        return total / len(X) + V * self.model_.l2
-
-    def _vector_size(self):
-        return self._layers()[-1][1].stop
-
-    def _test_chunk_size(self):
-        # per test row: its preconditioned gradient (p,) and, per worker, a
-        # float32 row of scores against a training batch plus top-k indices
-        row_bytes = self._vector_size() * self.dtype_.itemsize + 16 * self.batch_size
-        budget = get_config()["working_memory"] * 2**20
-        return max(1, int(budget // row_bytes))
-
-    def _shards(self):
-        """``[(start, estimator, store)]``: who scores which training rows.
-
-        Serially, the estimator itself scores every row. With ``n_jobs``,
-        each worker gets a copy that shares this one's tensors and scores one
-        contiguous slice (see ``_parallel``). ``store`` caches that slice's
-        training gradients from one test chunk to the next.
-        """
-        bounds = shard_bounds(self.n_train_, self.batch_size, self.n_jobs)
-        if len(bounds) == 1:
-            return [(0, self, [])]
-        shards = []
-        for start, stop in bounds:
-            worker = copy_sharing_tensors(self)
-            worker._worker_rows = slice(start, stop)
-            shards.append((start, worker, []))
-        return shards
-
-    def _queries(self, X, y):
-        """Yield ``(start, Q)``: preconditioned test gradients, chunk by chunk."""
-        chunk = self._test_chunk_size()
-        # the caller's loops over training rows run while this generator is
-        # suspended: they advance the same "scoring" bar
-        with phase("scoring", self.verbose):
-            for start in range(0, len(X), chunk):
-                # one solve per chunk: iterative solvers pay per call, not per row
-                G = torch.cat(
-                    [
-                        self._query_gradients(X_b, y_b)
-                        for _, X_b, y_b in self._batches(
-                            X[start : start + chunk], y[start : start + chunk], "test"
-                        )
-                    ]
-                )
-                yield start, flush_denormals(self._apply_inverse(G))
+        """Yield ``(start, X_batch, y_batch)`` of prepared rows on the device."""
+        return batches(
+            self.model_, X, y, batch_size or self.batch_size, desc, self.verbose
+        )
 
     def _prepare_test(self, X, y):
         check_is_fitted(self)
@@ -420,18 +279,25 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             With ``by_layer=True`` the index is a MultiIndex ``(layer, test)``.
         """
         X_t, y_t, index = self._prepare_test(X_test, y_test)
+        stream = self._stream()
         # {layer name: [slices]}: a name may own several blocks (e.g. checkpoints)
         groups = {}
-        for name, sl in self._layers() if by_layer else [("", None)]:
+        for name, sl in stream.featurizer.layers if by_layer else [("", None)]:
             groups.setdefault(name, []).append(sl)
         self._check_dense_size(len(X_t) * len(groups))
         out = np.empty((len(groups), len(X_t), self.n_train_), np.float32)
-        shards = self._shards()
-        for t0, Q in self._queries(X_t, y_t):
-            for start, blocks in self._map_shards(shards, "_score_rows", Q, groups):
-                for j0, block in blocks:
-                    j0 += start
-                    out[:, t0 : t0 + len(Q), j0 : j0 + block.shape[2]] = block
+        shards = stream.shards()
+        # the loops over training rows run while the query generator is
+        # suspended: they advance the same "scoring" bar
+        with phase("scoring", self.verbose):
+            for t0, Q in stream.queries(X_t, y_t, self._measurement_function()):
+                blocks = stream.map(shards, "dense_rows", Q, list(groups.values()))
+                for start, rows in blocks:
+                    for j0, block in rows:
+                        j0 += start
+                        out[:, t0 : t0 + block.shape[1], j0 : j0 + block.shape[2]] = (
+                            block
+                        )
         check_finite(self, out, "score", (X_t, y_t, index))
         if not by_layer:
             return pd.DataFrame(out[0], index=index, columns=self.train_index_)
@@ -441,27 +307,6 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         return pd.DataFrame(
             out.reshape(len(rows), -1), index=rows, columns=self.train_index_
         )
-
-    def _score_rows(self, store, Q, groups):
-        """``[(start, (n_groups, m, b) scores)]`` of ``Q`` against this object's rows."""
-        return [
-            (
-                j0,
-                torch.stack(
-                    [
-                        sum(self._influence(Q, G, layer=sl) for sl in slices)
-                        for slices in groups.values()
-                    ]
-                )
-                .float()
-                .cpu()
-                .numpy(),
-            )
-            for j0, G in self._training_gradients(store)
-        ]
-
-    def _map_shards(self, shards, method, *args):
-        return map_shards(shards, self.n_jobs, method, *args)
 
     def _check_dense_size(self, n_rows):
         budget = get_config()["max_score_memory"]
@@ -510,15 +355,17 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         sign = 1.0 if kind == "helpful" else -1.0
         values = np.empty((len(X_t), k), np.float32)
         positions = np.empty((len(X_t), k), np.int64)
-        shards = self._shards()
-        for t0, Q in self._queries(X_t, y_t):
-            # each shard's own top k, then the best k of those
-            best = self._map_shards(shards, "_top_k_rows", Q, k, sign)
-            scores = torch.cat([scores for _, (scores, _) in best], 1)
-            at = torch.cat([j0 + at for j0, (_, at) in best], 1)
-            scores, chosen = scores.topk(k, dim=1)
-            values[t0 : t0 + len(Q)] = (sign * scores).numpy()
-            positions[t0 : t0 + len(Q)] = at.gather(1, chosen).numpy()
+        stream = self._stream()
+        shards = stream.shards()
+        with phase("scoring", self.verbose):
+            for t0, Q in stream.queries(X_t, y_t, self._measurement_function()):
+                # each shard's own top k, then the best k of those
+                best = stream.map(shards, "top_k_rows", Q, k, sign)
+                scores = torch.cat([scores for _, (scores, _) in best], 1)
+                at = torch.cat([j0 + at for j0, (_, at) in best], 1)
+                scores, chosen = scores.topk(k, dim=1)
+                values[t0 : t0 + len(scores)] = (sign * scores).numpy()
+                positions[t0 : t0 + len(scores)] = at.gather(1, chosen).numpy()
         check_finite(self, values, "top_k", (X_t, y_t, index))
         top = pd.DataFrame(
             {
@@ -533,19 +380,6 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             top = add_labels(self, top, X_t, y_t, test_rows, positions.ravel())
         return top
 
-    def _top_k_rows(self, store, Q, k, sign):
-        """``sign * scores`` (m, <=k) of the best rows here, and their positions."""
-        best = torch.empty(len(Q), 0, dtype=self.dtype_, device=self.device_)
-        best_at = torch.empty(len(Q), 0, dtype=torch.long, device=self.device_)
-        for j0, G in self._training_gradients(store):
-            block = sign * self._influence(Q, G)
-            at = torch.arange(j0, j0 + len(G), device=self.device_).expand_as(block)
-            best, chosen = torch.cat([best, block], 1).topk(
-                min(k, best.shape[1] + block.shape[1]), dim=1
-            )
-            best_at = torch.cat([best_at, at], 1).gather(1, chosen)
-        return best.cpu(), best_at.cpu()
-
     def value(self, X_val, y_val):
         """Influence of each training row on the mean loss over a validation set.
 
@@ -558,29 +392,18 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             Positive = the row helps the validation loss.
         """
         X_t, y_t, index = self._prepare_test(X_val, y_val)
-        total = None
-        for _, X_b, y_b in self._batches(X_t, y_t, "validation"):
-            g = self._query_gradients(X_b, y_b).sum(0)
-            total = g if total is None else total + g
-        q = self._apply_inverse((total / len(X_t))[None])
-        value = self._training_series("_value_rows", "value", q)
+        stream = self._stream()
+        with phase("scoring", self.verbose):
+            q = stream.mean_query(X_t, y_t, self._measurement_function())
+            value = self._training_series(stream, "value_rows", "value", q)
         check_finite(self, value.to_numpy(), "value", (X_t, y_t, index))
         return value
 
-    def _value_rows(self, store, q):
-        return np.concatenate(
-            [
-                self._influence(q, G)[0].float().cpu().numpy()
-                for _, G in self._training_gradients(store)
-            ]
-        )
-
-    def _training_series(self, method, name, *args):
+    def _training_series(self, stream, method, name, *args):
         """A Series over the training rows gathered from ``method`` on each shard."""
-        shards = [(start, worker, None) for start, worker, _ in self._shards()]
-        with phase("scoring", self.verbose):
-            values = [v for _, v in self._map_shards(shards, method, *args)]
-        values = np.concatenate(values)
+        # no cache: each shard scans its rows once
+        shards = [(start, worker, None) for start, worker, _ in stream.shards()]
+        values = np.concatenate([v for _, v in stream.map(shards, method, *args)])
         return pd.Series(values, index=self.train_index_, name=name)
 
     def self_influence(self):
@@ -594,22 +417,26 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         self_influence : Series indexed by ``train``, float32
         """
         check_is_fitted(self)
-        values = self._training_series("_self_influence_rows", "self_influence")
+        with phase("scoring", self.verbose):
+            values = self._training_series(
+                self._stream(), "self_rows", "self_influence"
+            )
         check_finite(self, values.to_numpy(), "self_influence")
         return values
 
-    def _self_influence_rows(self, store):
-        rows = self._worker_rows
-        blocks = []
-        for j0, G in self._training_gradients(store):
-            block = self._influence(self._apply_inverse(G), G, diagonal=True)
-            weights = self._weights_at(rows, j0, len(block))
-            if weights is not None:
-                # both sides carry w_j; the effect of removing row j on its
-                # own (unweighted) loss carries it once
-                block = torch.where(weights > 0, block / weights, 0.0)
-            blocks.append(block.float().cpu().numpy())
-        return np.concatenate(blocks)
+    def _candidate_scores(self, X, y, positions):
+        """Dense scores (m, len(positions)) of prepared query rows against the
+        training rows at ``positions`` (sorted, unique): only those rows'
+        gradients are computed (see :func:`dataval.text.score_candidates`)."""
+        stream = self._stream()
+        scores = np.empty((len(X), len(positions)), np.float32)
+        positions = torch.as_tensor(positions)
+        with phase("scoring", self.verbose):
+            for t0, Q in stream.queries(X, y, self._measurement_function()):
+                for j0, F in stream.training_blocks(positions=positions):
+                    block = stream.pair(Q, F).float().cpu().numpy()
+                    scores[t0 : t0 + block.shape[0], j0 : j0 + block.shape[1]] = block
+        return scores
 
 
 def dense_size_message(n_params, limit, name):

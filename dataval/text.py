@@ -11,7 +11,6 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.utils.validation import check_is_fitted
@@ -125,11 +124,9 @@ def score_candidates(estimator, X_test, y_test, candidates):
     for s0 in range(0, len(X_t), step):
         chunk = rows[s0 : s0 + step]
         union = np.unique(np.concatenate([np.zeros(0, np.int64), *chunk]))
-        scores = np.empty((len(chunk), len(union)), np.float32)
-        for t0, Q in estimator._queries(X_t[s0 : s0 + step], y_t[s0 : s0 + step]):
-            for j0, G in estimator._training_rows(torch.from_numpy(union)):
-                block = estimator._influence(Q, G).float().cpu().numpy()
-                scores[t0 : t0 + len(Q), j0 : j0 + len(G)] = block
+        scores = estimator._candidate_scores(
+            X_t[s0 : s0 + step], y_t[s0 : s0 + step], union
+        )
         check_finite(estimator, scores, "score_candidates", (X_t, y_t, index))
         for i, positions in enumerate(chunk):
             values = scores[i, np.searchsorted(union, positions)]

@@ -70,9 +70,15 @@ def test_kronecker_preconditioner_reads_the_layers_layout(case):
     blocks = kronecker_blocks(cg.model_, kfac._layer_list)
     X_b, y_b = cg.model_.prepare(cg._X_train[:7], cg._y_train[:7])
     flat = torch.cat(
-        [V.flatten(1) for V in layer_matrices(cg._gradients(X_b, y_b), blocks)], 1
+        [
+            V.flatten(1)
+            for V in layer_matrices(cg._featurizer().gradients(X_b, y_b), blocks)
+        ],
+        1,
     )
-    assert_close(flat.numpy(), kfac._unrotated_gradients(X_b, y_b).numpy(), 1e-6)
+    assert_close(
+        flat.numpy(), kfac._featurizer(rotated=False).gradients(X_b, y_b).numpy(), 1e-6
+    )
 
 
 def test_kronecker_preconditioner_needs_damping():

@@ -112,8 +112,10 @@ def test_curvature_is_the_gauss_newton_matrix_not_the_empirical_fisher():
 
 
 def test_random_projection_is_seeded_blockwise_and_norm_preserving(monkeypatch):
-    monkeypatch.setattr(_projection, "_BLOCK_BYTES", 8 * 64 * 10)
-    monkeypatch.setattr(_projection, "_CACHE_BYTES", 0)
+    # blocks of 10 float64 columns of 64 rows, and no cache
+    monkeypatch.setattr(_projection, "_BLOCK_SHARE", 1.0)
+    monkeypatch.setattr(_projection, "_CACHE_SHARE", 0.0)
+    monkeypatch.setattr(_projection, "working_bytes", lambda share: int(share * 5120))
     cpu, f64 = torch.device("cpu"), torch.float64
     P = RandomProjection(95, 64, 3, cpu, f64)
     blocks = list(P.blocks())

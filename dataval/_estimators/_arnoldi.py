@@ -4,7 +4,7 @@ from numbers import Integral
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._exact import warn_if_not_positive_definite
+from .._numerics.spectral import Eigenbasis, warn_if_not_positive_definite
 from ._matrix_free import MatrixFreeInfluence
 
 
@@ -180,11 +180,8 @@ class ArnoldiInfluence(MatrixFreeInfluence):
             what="The kept eigenpairs of H + damping I",
         )
 
-    def _apply_inverse(self, G):
-        U = self.eigenvectors_.to(G.dtype)
-        damped = (self.eigenvalues_ + self.damping_).to(G.dtype)
-        projected = G @ U  # (m, rank)
-        inverse = (projected / damped) @ U.T
-        if self.complement == "damping":
-            inverse += (G - projected @ U.T) / self.damping_
-        return inverse
+    def _curvature(self):
+        complement = 1 / self.damping_ if self.complement == "damping" else 0.0
+        return Eigenbasis(
+            self.eigenvectors_, 1 / (self.eigenvalues_ + self.damping_), complement
+        )

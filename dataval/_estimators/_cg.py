@@ -7,10 +7,11 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._core.parts import Solver
 from .._layers import select_layers
+from .._numerics.spectral import warn_not_positive_definite
 from ..exceptions import ConvergenceWarning
 from ._ekfac import EKFACInfluence
-from ._exact import warn_not_positive_definite
 from ._kfac import KFACInfluence
 from ._matrix_free import MatrixFreeInfluence
 
@@ -280,7 +281,10 @@ class CGInfluence(MatrixFreeInfluence):
         U, weights = self._low_rank
         return R + ((R @ U) * weights) @ U.T
 
-    def _apply_inverse(self, G):
+    def _curvature(self):
+        return Solver(self._solve)
+
+    def _solve(self, G):
         # one CG per row of G (m, p); `active` rows are still iterating
         X = torch.zeros_like(G)
         R = G.clone()

@@ -2,10 +2,12 @@
 
 import torch
 
+from .._core.stream import working_bytes
 from ._kfac import KFACInfluence
 
-# bytes of rotated per-sample gradients formed at once for layers with positions
-_CHUNK_BYTES = 64 * 2**20
+# share of the working memory for rotated per-sample gradients formed at once
+# (layers with positions)
+_CHUNK_SHARE = 1 / 8
 
 
 class EKFACInfluence(KFACInfluence):
@@ -74,6 +76,8 @@ class EKFACInfluence(KFACInfluence):
     _corrects_eigenvalues = True
 
     def _fit_eigenvalues(self, signals):
+        if not self._corrects_eigenvalues:
+            return super()._fit_eigenvalues(signals)
         totals = {
             name: torch.zeros_like(torch.outer(eig_S, eig_A))
             for name, (eig_S, eig_A) in self._factor_eigenvalues.items()
@@ -94,7 +98,9 @@ def _squared_rotated_gradients(a, g):
         return (g[:, :, 0] ** 2).sum(0).T @ a[:, 0] ** 2
     K, B, L, d_out = g.shape
     total = a.new_zeros(d_out, a.shape[2])
-    chunk = max(1, _CHUNK_BYTES // (K * d_out * a.shape[2] * a.element_size()))
+    chunk = max(
+        1, working_bytes(_CHUNK_SHARE) // (K * d_out * a.shape[2] * a.element_size())
+    )
     for start in range(0, B, chunk):
         rows = slice(start, start + chunk)
         # (K, b, d_out, d_in) per-sample gradients in the eigenbasis

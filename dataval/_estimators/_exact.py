@@ -1,20 +1,23 @@
 """Influence through the dense curvature matrix: the reference estimator."""
 
-import warnings
 from numbers import Integral
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import BaseInfluence, dense_size_message
+from .._core.stream import working_bytes
 from .._finite import check_finite
-from ..exceptions import NotPositiveDefiniteWarning
+from .._numerics.operator import curvature_product
+from .._numerics.spectral import (
+    Eigenbasis,
+    symmetric_eigh,
+    warn_if_not_positive_definite,
+)
 from ._auto_curvature import resolve_curvature
 
 # curvature columns computed per vectorized pass (memory grows with it)
 _COLUMNS_PER_PASS = 64
-# bytes of per-sample Jacobians formed at once for the Gauss-Newton matrix
-_JACOBIAN_BYTES = 256 * 2**20
 
 
 class ExactInfluence(BaseInfluence):
@@ -146,18 +149,20 @@ class ExactInfluence(BaseInfluence):
             raise ValueError(dense_size_message(p, self.max_params, "ExactInfluence"))
         H = self._gauss_newton() if self.curvature_ == "ggn" else self._hessian()
         check_finite(self, H, "The curvature matrix")
-        eigenvalues, eigenvectors = torch.linalg.eigh((H + H.T) / 2)
+        eigenvalues, eigenvectors = symmetric_eigh(H)
         self.eigenvalues_ = eigenvalues
         self._eigenvectors = eigenvectors  # (p, p), columns
         warn_if_not_positive_definite(eigenvalues, self.damping, self.curvature_)
 
     def _hessian(self):
         """The dense (p, p) Hessian, by blocks of Hessian-vector products."""
-        p = self.n_params_
+        p, data = self.n_params_, self._data()
         identity = torch.eye(p, dtype=self.dtype_, device=self.device_)
         return torch.cat(
             [
-                self._curvature_product(identity[i : i + _COLUMNS_PER_PASS], "hessian")
+                curvature_product(
+                    self.model_, data, identity[i : i + _COLUMNS_PER_PASS], "hessian"
+                )
                 for i in range(0, p, _COLUMNS_PER_PASS)
             ]
         )
@@ -172,57 +177,17 @@ class ExactInfluence(BaseInfluence):
         model, p = self.model_, self.n_params_
         k = model.outputs(model.prepare(self._X_train[:1])).numel()
         rows = min(
-            self.batch_size, max(1, _JACOBIAN_BYTES // (k * p * self.dtype_.itemsize))
+            self.batch_size,
+            max(1, working_bytes(0.5) // (k * p * self.dtype_.itemsize)),
         )
         G = torch.zeros(p, p, dtype=self.dtype_, device=self.device_)
-        for start, X_b, y_b in self._batches(self._X_train, self._y_train, "ggn", rows):
+        for _, X_b, y_b, w_b in self._data(rows).passes("ggn"):
             J = model.per_sample_jacobians(X_b).to(self.dtype_)  # (b, k, p)
             HJ = model.output_hessians(X_b, y_b).to(self.dtype_) @ J  # (b, k, p)
-            weights = self._weights_at(slice(None), start, len(X_b))
-            if weights is not None:
-                HJ *= weights.to(self.dtype_)[:, None, None]
+            if w_b is not None:
+                HJ *= w_b.to(self.dtype_)[:, None, None]
             G.addmm_(J.flatten(0, 1).T, HJ.flatten(0, 1))
         return G / self.n_train_ + torch.diag(model.l2.to(self.dtype_))
 
-    def _apply_inverse(self, G):
-        damped = self.eigenvalues_ + self.damping
-        return ((G @ self._eigenvectors) / damped) @ self._eigenvectors.T
-
-
-def warn_if_not_positive_definite(
-    eigenvalues, damping, curvature, what="H + damping I"
-):
-    """Warn, naming the cure, when damped eigenvalues are not all positive."""
-    damped = eigenvalues + damping
-    n_bad = int((damped <= 0).sum())
-    if n_bad:
-        smallest = float(eigenvalues.min())
-        warn_not_positive_definite(
-            f"{n_bad} of {len(eigenvalues)} eigenvalues are <= 0 (smallest "
-            f"curvature eigenvalue {smallest:.3g}",
-            smallest,
-            damping,
-            curvature,
-            what,
-            stacklevel=5,
-        )
-
-
-def warn_not_positive_definite(
-    finding, smallest, damping, curvature, what="H + damping I", stacklevel=4
-):
-    """Warn that ``what`` is not positive definite and name the cure.
-
-    ``finding`` says what showed it, ending in an open parenthesis's content;
-    ``smallest`` is the most negative curvature seen (an eigenvalue, or a
-    Rayleigh quotient, which bounds the smallest eigenvalue from above).
-    """
-    cure = f"increase damping above {-smallest:.3g}" + (
-        " or use curvature='ggn'" if curvature == "hessian" else ""
-    )
-    warnings.warn(
-        f"{what} is not positive definite: {finding}, damping={damping:g}). "
-        f"Influence scores are not meaningful; {cure}.",
-        NotPositiveDefiniteWarning,
-        stacklevel=stacklevel,
-    )
+    def _curvature(self):
+        return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping))

@@ -4,46 +4,25 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import _WORKING_MEMORY, BaseInfluence
+from .._base import BaseInfluence
+from .._core.parts import Scaled
+from .._core.stream import working_bytes
 from .._finite import check_finite
-from .._layers import (
-    capture,
-    diagonal_scores,
-    flush_denormals,
-    low_rank_pair_scores,
-    pair_scores,
-    per_sample_gradients,
-    select_layers,
-)
+from .._layers import select_layers
+from .._numerics.seeding import draw_seed, torch_generator
+from .._numerics.spectral import psd_eigh
 from ._fisher import check_fisher, output_vectors
+from ._kronecker import (
+    LayerSignals,
+    apply_spectral,
+    capture_signals,
+    rotate,
+)
 
 # fraction of the mean curvature eigenvalue used by damping="auto"
 _AUTO_DAMPING = 0.1
-
-
-class _TrainingBatch:
-    """Layer signals ``{name: (a (B, L, d_in), g (B, L, d_out))}`` of B rows."""
-
-    def __init__(self, signals):
-        self.signals = signals
-
-    def __len__(self):
-        return next(iter(self.signals.values()))[0].shape[0]
-
-
-class _LayerQueries:
-    """Preconditioned queries per layer, ``{name: (m, d_out, d_in)}`` matrices
-    or, with ``query_rank``, ``{name: (U (m, d_out, r), V (m, d_in, r))}``."""
-
-    def __init__(self, factors, n_rows):
-        self.factors = factors
-        self.n_rows = n_rows
-
-    def __len__(self):
-        return self.n_rows
 
 
 class KFACInfluence(BaseInfluence):
@@ -208,10 +187,10 @@ class KFACInfluence(BaseInfluence):
     def _fit_curvature(self):
         check_fisher(self.fisher, self.model_.adapted.loss)
         self._set_layers(self._select_layers())
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        seed = draw_seed(self.random_state)
         # fit-time only: a fitted estimator must pickle and deep-copy, which a
         # torch.Generator cannot before torch 2.4
-        self._generator = torch.Generator(device=self.device_).manual_seed(seed)
+        self._generator = torch_generator(seed, self.device_)
         try:
             kept = self._fit_factors()
             self.eigenvalues_ = self._fit_eigenvalues(
@@ -261,10 +240,9 @@ class KFACInfluence(BaseInfluence):
         eigenvalue correction) once, through ``A``.
         """
         loss = self.model_.adapted.loss
-        for start, X_b, y_b in self._batches(self._X_train, self._y_train, "fit"):
+        for _, X_b, y_b, weights in self._data().passes("fit"):
             vectors = output_vectors(self.fisher, loss, y_b, self._generator)
             signals = self._capture(X_b, vectors)
-            weights = self._weights_at(slice(None), start, len(X_b))
             if weights is not None:
                 root = weights.sqrt()[:, None, None]
                 signals = {
@@ -273,16 +251,12 @@ class KFACInfluence(BaseInfluence):
             yield signals
 
     def _capture(self, X, vectors):
-        """:func:`capture`'s layer signals of a batch, in ``dtype_``.
+        """Layer signals of a batch with ``vectors``, in ``dtype_``."""
+        return capture_signals(self.model_, self._layer_list, X, vectors, self.dtype_)
 
-        The passes run in the model's dtype (16-bit in mixed precision); the
-        factors, eigenvalues and scores accumulate in float32 or wider.
-        """
-        signals = capture(self.model_, self._layer_list, X, vectors)
-        return {
-            name: (a.to(self.dtype_), g.to(self.dtype_))
-            for name, (a, g) in signals.items()
-        }
+    def _rotate(self, signals):
+        """Signals in each layer's Kronecker eigenbasis."""
+        return rotate(signals, self._bases)
 
     def _fit_factors(self):
         """Eigendecompose ``A`` and ``S`` per layer; return the signals if kept.
@@ -303,7 +277,7 @@ class KFACInfluence(BaseInfluence):
                 positions[name] += a2.shape[0]
             if kept is not None:
                 n_bytes += sum(a.nbytes + g.nbytes for a, g in signals.values())
-                if n_bytes <= _WORKING_MEMORY:
+                if n_bytes <= working_bytes():
                     kept.append(signals)
                 else:
                     kept = None
@@ -314,8 +288,8 @@ class KFACInfluence(BaseInfluence):
             check_finite(self, A[name], f"The Kronecker factor A of layer {name!r}")
             check_finite(self, S[name], f"The Kronecker factor S of layer {name!r}")
             # A: mean over rows and positions; S: mean over rows of the sum
-            eig_A, Q_A = _eigh(A[name] / positions[name], self.dtype_)
-            eig_S, Q_S = _eigh(S[name] / n, self.dtype_)
+            eig_A, Q_A = psd_eigh(A[name] / positions[name], self.dtype_)
+            eig_S, Q_S = psd_eigh(S[name] / n, self.dtype_)
             self._bases[name] = (Q_S, Q_A)
             self._factor_eigenvalues[name] = (eig_S, eig_A)
         return kept
@@ -327,137 +301,34 @@ class KFACInfluence(BaseInfluence):
             for name, (eig_S, eig_A) in self._factor_eigenvalues.items()
         }
 
-    # ------------------------------------------------ gradients and inverse
-    # Scoring works in each layer's Kronecker eigenbasis: the training and test
-    # signals are rotated (a Q_A, g Q_S), which costs O(d^2) per row, and the
-    # inverse curvature is then a division by the damped eigenvalues. Rotating
-    # the preconditioned test gradients back (Q_S R Q_A^T) would cost
-    # O(d_out d_in (d_out + d_in)) per test row, more than scoring it against
-    # thousands of training rows; inner products are the same in either basis.
-    def _layers(self):
-        return list(zip(self.layers_, self._slices))
+    # ------------------------------------------------------------ the parts
+    def _damped(self, name):
+        """Layer ``name``'s damped eigenvalues (d_out, d_in)."""
+        return self.eigenvalues_[name] + self.damping_[name]
 
-    def _signals(self, X, y, function=None):
-        """``{name: (a, g)}`` signals of the loss, or of ``function(output, target)``."""
-        function = self.model_.adapted.loss if function is None else function
-        signals = self._capture(X, output_vectors("empirical", function, y, None))
-        return {name: (a, g[0]) for name, (a, g) in signals.items()}
-
-    def _rotate(self, signals):
-        """Signals ``(a Q_A, g Q_S)`` in each layer's Kronecker eigenbasis."""
-        rotated = {}
-        for name, (a, g) in signals.items():
-            Q_S, Q_A = self._bases[name]
-            rotated[name] = (flush_denormals(a @ Q_A), flush_denormals(g @ Q_S))
-        return rotated
-
-    def _training_batch(self, X, y, function=None):
-        return _TrainingBatch(self._rotate(self._signals(X, y, function)))
-
-    def _weighted(self, G, weights):
-        if weights is None:
-            return G
-        # per-sample gradients g a^T are linear in g
-        return _TrainingBatch(
-            {
-                name: (a, g * weights[:, None, None].to(g.dtype))
-                for name, (a, g) in G.signals.items()
-            }
+    def _featurizer(self, rotated=True):
+        """Layer signals, in the Kronecker eigenbases (or, ``rotated=False``,
+        in the parameters' own basis)."""
+        return LayerSignals(
+            self.model_,
+            self._layer_list,
+            self._slices,
+            self.dtype_,
+            bases=self._bases if rotated else None,
+            positions=self._positions,
+            query_rank=self.query_rank,
         )
 
-    def _training_bytes(self):
-        per_row = sum(
-            self._positions[layer.name] * (layer.d_in + layer.d_out)
-            for layer in self._layer_list
+    def _curvature(self):
+        # rows are rotated: the inverse is a division by the damped eigenvalues
+        return Scaled(
+            1 / torch.cat([self._damped(name).reshape(-1) for name in self.layers_])
         )
-        return int(self.n_train_ * per_row * self.dtype_.itemsize)
-
-    def _gradients(self, X, y, function=None):
-        """Per-sample gradients (B, p) in the layers' Kronecker eigenbases."""
-        return _flatten(self._training_batch(X, y, function).signals)
-
-    def _unrotated_gradients(self, X, y, function=None):
-        """Per-sample gradients (B, p) in the parameters' own basis."""
-        return _flatten(self._signals(X, y, function))
-
-    def _apply_inverse(self, G):
-        """Rotated gradients ``G`` (m, p) divided by the damped eigenvalues."""
-        if isinstance(G, _TrainingBatch):
-            G = _flatten(G.signals)
-        out = torch.empty_like(G)
-        for name, sl in self._layers():
-            damped = self.eigenvalues_[name] + self.damping_[name]
-            out[:, sl] = G[:, sl] / damped.reshape(-1)
-        return out
 
     def _apply_spectral(self, G, function):
         """Rows of ``G`` (m, p), in the parameters' basis, times ``function``
-        of the damped curvature.
-
-        ``function`` maps each layer's damped eigenvalues (d_out, d_in) to the
-        values the matrix function takes in the Kronecker eigenbasis.
-        """
-        out = torch.empty_like(G)
-        for layer, sl in zip(self._layer_list, self._slices):
-            V = G[:, sl].reshape(-1, layer.d_out, layer.d_in)
-            out[:, sl] = self._apply_block(layer.name, V, function).reshape(len(G), -1)
-        return out
-
-    def _apply_block(self, name, V, function):
-        """``function`` of layer ``name``'s damped curvature on matrices V (m, d_out, d_in)."""
-        Q_S, Q_A = self._bases[name]
-        rotated = Q_S.T @ V @ Q_A
-        rotated *= function(self.eigenvalues_[name] + self.damping_[name])
-        return Q_S @ rotated @ Q_A.T
-
-    # ------------------------------------------------------------- scoring
-    def _queries(self, X, y):
-        for start, Q in super()._queries(X, y):
-            # each layer's block once, contiguous, for every training batch
-            factors = {}
-            for layer, sl in zip(self._layer_list, self._slices):
-                matrices = Q[:, sl].reshape(-1, layer.d_out, layer.d_in)
-                factors[layer.name] = (
-                    matrices if self.query_rank is None else self._low_rank(matrices)
-                )
-            yield start, _LayerQueries(factors, len(Q))
-
-    def _low_rank(self, matrices):
-        """``(U S, V)``: a rank-``query_rank`` SVD of each matrix (m, d_out, d_in)."""
-        r = min(self.query_rank, *matrices.shape[1:])
-        if r + 8 < min(matrices.shape[1:]):
-            # randomized (Halko et al., 2011): O(d_out d_in r) per matrix
-            U, s, V = torch.svd_lowrank(matrices, q=r + 8)
-        else:
-            U, s, Vh = torch.linalg.svd(matrices, full_matrices=False)
-            V = Vh.mT
-        # trailing singular values of confidently predicted rows are subnormal
-        return flush_denormals(U[..., :r] * s[:, None, :r]), V[..., :r]
-
-    def _inner(self, Q, G, diagonal=False, layer=None):
-        total = 0.0
-        for lay, sl in zip(self._layer_list, self._slices):
-            if layer is not None and sl != layer:
-                continue
-            a, g = G.signals[lay.name]
-            if isinstance(Q, _LayerQueries):
-                matrices = Q.factors[lay.name]
-            else:
-                matrices = Q[:, sl].reshape(-1, lay.d_out, lay.d_in)
-            if isinstance(matrices, tuple):
-                total = total + low_rank_pair_scores(*matrices, a, g)
-            else:
-                score = diagonal_scores if diagonal else pair_scores
-                total = total + score(matrices, a, g)
-        return total
-
-
-def _flatten(signals):
-    """Flat per-sample gradients (B, p) from ``{name: (a, g)}`` layer signals."""
-    return torch.cat([per_sample_gradients(a, g) for a, g in signals.values()], 1)
-
-
-def _eigh(matrix, dtype):
-    """Eigenvalues (clipped at 0) and eigenvectors of a PSD matrix, via float64."""
-    values, vectors = torch.linalg.eigh(matrix.double())
-    return values.clamp(min=0).to(dtype), vectors.to(dtype)
+        of the damped curvature (see :func:`apply_spectral`)."""
+        damped = {name: self._damped(name) for name in self.layers_}
+        return apply_spectral(
+            G, self._layer_list, self._slices, self._bases, damped, function
+        )

@@ -7,6 +7,8 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._core.parts import Solver
+from .._numerics.seeding import draw_seed, torch_generator
 from ..exceptions import ConvergenceWarning
 from ._matrix_free import MatrixFreeInfluence
 
@@ -213,7 +215,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
             self.scale_ = AUTO_SCALE_MARGIN * self.largest_eigenvalue_
         else:
             self.scale_ = float(self.scale)
-        self._seed = int(self._random.randint(2**31 - 1))
+        self._seed = draw_seed(self._random)
         if self.depth == "auto":
             self.depth_ = self._choose_depth()
         else:
@@ -243,8 +245,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
             self._X_train[probes[:AUTO_DEPTH_PROBES]],
             self._y_train[probes[:AUTO_DEPTH_PROBES]],
         )
-        generator = torch.Generator().manual_seed(self._seed)
-        steps = self._series(self._gradients(X, y), generator)
+        generator = torch_generator(self._seed)
+        steps = self._series(self._featurizer().gradients(X, y), generator)
         depth, previous, change = FIRST_AUTO_DEPTH, None, math.inf
         while True:
             # tail average over steps depth / 2 .. depth (depth / 2 = the
@@ -288,10 +290,13 @@ class LiSSAInfluence(MatrixFreeInfluence):
             yield V
             step += 1
 
-    def _apply_inverse(self, G):
+    def _curvature(self):
+        return Solver(self._solve)
+
+    def _solve(self, G):
         # every solve draws the same mini-batches: the map is fixed by the fit;
         # each repeat continues the generator where the previous one ended
-        generator = torch.Generator().manual_seed(self._seed)
+        generator = torch_generator(self._seed)
         total = torch.zeros_like(G)
         first_averaged = self.depth_ // 2
         for _ in range(self.repeats):

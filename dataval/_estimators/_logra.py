@@ -2,14 +2,12 @@
 
 from numbers import Integral
 
-import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from .._layers import Layer
+from .._numerics.seeding import draw_seed, torch_generator
 from ._ekfac import EKFACInfluence
-from ._kfac import KFACInfluence
 
 
 class _ProjectedLayer(Layer):
@@ -201,8 +199,7 @@ class LoGraInfluence(EKFACInfluence):
         return self.eigenvalue_correction
 
     def _select_layers(self):
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        generator = torch.Generator(device=self.device_).manual_seed(seed)
+        generator = torch_generator(draw_seed(self.random_state), self.device_)
         k, projections = self.projection_dim, {}
         for layer in super()._select_layers():
             # in the dtype of the signals they project
@@ -219,8 +216,3 @@ class LoGraInfluence(EKFACInfluence):
             _ProjectedLayer(layer, *self.projections_[layer.name])
             for layer in super()._select_layers()
         ]
-
-    def _fit_eigenvalues(self, signals):
-        if self.eigenvalue_correction:
-            return super()._fit_eigenvalues(signals)
-        return KFACInfluence._fit_eigenvalues(self, signals)

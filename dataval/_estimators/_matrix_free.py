@@ -10,13 +10,14 @@ largest eigenvalue, and Lanczos for its dominant eigenpairs.
 from abc import abstractmethod
 from numbers import Real
 
-import numpy as np
 import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._base import BaseInfluence
 from .._finite import check_finite
+from .._numerics.operator import curvature_product
+from .._numerics.seeding import draw_seed, torch_generator
 from .._progress import tracked
 from ._auto_curvature import resolve_curvature
 
@@ -33,7 +34,7 @@ class MatrixFreeInfluence(BaseInfluence):
 
     Subclasses define ``__init__`` with ``damping``, ``curvature`` and
     ``random_state`` among their parameters, and implement ``_fit_operator``
-    and ``_apply_inverse``. ``_fit_curvature`` resolves ``damping_`` first.
+    and ``_curvature``. ``_fit_curvature`` resolves ``damping_`` first.
     """
 
     _parameter_constraints = {
@@ -53,7 +54,7 @@ class MatrixFreeInfluence(BaseInfluence):
 
     @abstractmethod
     def _fit_operator(self):
-        """Learn what ``_apply_inverse`` needs, once ``damping_`` is known."""
+        """Learn what ``_curvature`` needs, once ``damping_`` is known."""
 
     def _choose_curvature_rows(self):
         """Positions of the training rows whose mean curvature the products use.
@@ -63,8 +64,8 @@ class MatrixFreeInfluence(BaseInfluence):
         return None
 
     def _generator(self):
-        """A CPU torch generator seeded from ``random_state``."""
-        return torch.Generator().manual_seed(int(self._random.randint(2**31 - 1)))
+        """A CPU torch generator, seeded by the next draw from ``random_state``."""
+        return torch_generator(draw_seed(self._random))
 
     def _product(self, V, damped=True, rows=None):
         """``V @ (H + damping_ I)`` (or ``V @ H``) for ``V`` of shape (k, p).
@@ -74,30 +75,14 @@ class MatrixFreeInfluence(BaseInfluence):
         """
         # a mini-batch is one pass: batch_size is for the gradient passes
         batch_size = None if rows is None else len(rows)
-        out = self._curvature_product(
+        out = curvature_product(
+            self.model_,
+            self._data(batch_size),
             V,
             self.curvature_,
             self._curvature_rows if rows is None else rows,
-            batch_size,
         )
         return out + self.damping_ * V if damped else out
-
-    def _self_influence_rows(self, store):
-        # one solve per chunk of training rows, not per batch: a solve costs
-        # passes over the data whatever its number of rows
-        chunk, values, block = self._test_chunk_size(), [], []
-        for _, G in self._training_gradients(store):
-            block.append(G)
-            if sum(map(len, block)) >= chunk:
-                values.append(self._diagonal_influence(torch.cat(block)))
-                block = []
-        if block:
-            values.append(self._diagonal_influence(torch.cat(block)))
-        return np.concatenate(values)
-
-    def _diagonal_influence(self, G):
-        influence = self._influence(self._apply_inverse(G), G, diagonal=True)
-        return influence.float().cpu().numpy()
 
     def _random_vectors(self, k, generator, rademacher=False):
         """(k, p) random vectors on the device: Gaussian or Rademacher (+-1)."""

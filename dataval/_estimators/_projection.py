@@ -10,10 +10,13 @@ reproducible and never has to be held whole.
 import numpy as np
 import torch
 
-# bytes of one generated block of columns
-_BLOCK_BYTES = 16 * 2**20
-# projections up to this size are generated once and kept
-_CACHE_BYTES = 64 * 2**20
+from .._core.parts import Featurizer
+from .._core.stream import working_bytes
+
+# fractions of the working memory: one generated block of columns, and the
+# largest projection generated once and kept
+_BLOCK_SHARE = 1 / 32
+_CACHE_SHARE = 1 / 8
 
 
 class RandomProjection:
@@ -35,8 +38,8 @@ class RandomProjection:
         self.device, self.dtype = device, dtype
         self.out_dim = p if dim is None else dim
         itemsize = torch.empty((), dtype=dtype).element_size()
-        self.width = max(1, _BLOCK_BYTES // (self.out_dim * itemsize))
-        fits = p * self.out_dim * itemsize <= _CACHE_BYTES
+        self.width = max(1, working_bytes(_BLOCK_SHARE) // (self.out_dim * itemsize))
+        fits = p * self.out_dim * itemsize <= working_bytes(_CACHE_SHARE)
         self._cache = [] if fits else None
 
     def blocks(self):
@@ -84,3 +87,14 @@ class RandomProjection:
         for columns, block in self.blocks():
             out += (block * weights[columns]) @ block.T
         return out
+
+
+class Projected(Featurizer):
+    """Another featurizer's flat rows through a :class:`RandomProjection`."""
+
+    def __init__(self, part, projection):
+        self.part, self.projection = part, projection
+        self.layers = [("projected", slice(0, projection.out_dim))]
+
+    def features(self, X, y, function=None):
+        return self.projection(self.part.gradients(X, y, function))

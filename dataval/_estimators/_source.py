@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from .._base import BaseInfluence
+from .._core.parts import Curvature, Stacked
+from .._numerics.checkpoints import checkpoint_models
 from ._ekfac import EKFACInfluence
-from ._tracin import checkpoint_models
 
 
 def _per_segment(values, n_segments, name):
@@ -220,24 +221,36 @@ class SourceInfluence(BaseInfluence):
         for segment, segment_state in zip(self.segments_, saved, strict=True):
             segment._restore_state(segment_state)
 
-    def _gradients(self, X, y, function=None):
+    def _featurizer(self):
         # (b, L * p): each segment's layer gradients at its checkpoint
-        return torch.cat(
-            [
-                segment._unrotated_gradients(X, y, function)
-                for segment in self.segments_
-            ],
-            1,
+        return Stacked(
+            [segment._featurizer(rotated=False) for segment in self.segments_]
         )
 
-    def _apply_inverse(self, G):
-        p = self.n_params_
-        u = G[:, -p:]  # the test gradients at the final checkpoint
+    def _curvature(self):
+        return _Unrolled(self.segments_, self.learning_rates_, self.steps_)
+
+
+class _Unrolled(Curvature):
+    """Source's unrolled segments in place of ``(H + damping I)^{-1}``.
+
+    Only the last block of a query row — its gradient at the final
+    checkpoint — is read. Going back through the segments, each gets
+    ``(1 - exp(-eta K lam)) / lam`` of the gradient carried back to its end,
+    which is then carried through it by ``exp(-eta K lam)`` (each segment's
+    eigenbasis).
+    """
+
+    def __init__(self, segments, learning_rates, steps):
+        self.segments, self.learning_rates, self.steps = segments, learning_rates, steps
+
+    def apply_inverse(self, G):
+        p = self.segments[-1].n_params_
+        u = G[:, -p:]  # the query gradients at the final checkpoint
         blocks = []
         for segment, rate, steps in zip(
-            reversed(self.segments_), self.learning_rates_[::-1], self.steps_[::-1]
+            reversed(self.segments), self.learning_rates[::-1], self.steps[::-1]
         ):
-            # in the segment's eigenbasis: (1 - exp(-eta K lam)) / lam, and S
             time = float(rate * steps)
             blocks.append(
                 segment._apply_spectral(
@@ -246,11 +259,3 @@ class SourceInfluence(BaseInfluence):
             )
             u = segment._apply_spectral(u, lambda lam, t=time: torch.exp(-t * lam))
         return torch.cat(blocks[::-1], 1)
-
-    def _layers(self):
-        p = self.n_params_
-        return [
-            (name, slice(sl.start + k * p, sl.stop + k * p))
-            for k, segment in enumerate(self.segments_)
-            for name, sl in segment._layers()
-        ]

@@ -1,45 +1,13 @@
 """TracIn: gradient similarity summed over training checkpoints."""
 
-import os
 from numbers import Real
 
 import numpy as np
 import torch
 
 from .._base import BaseInfluence
-from .._functional import FunctionalModel
-
-
-def _load_checkpoint(checkpoint, position):
-    if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or not all(
-        isinstance(v, torch.Tensor) for v in checkpoint.values()
-    ):
-        raise TypeError(
-            f"checkpoints[{position}] must be a state_dict (a dict of tensors) or the "
-            f"path of a file saved with torch.save(model.state_dict(), path); got "
-            f"{type(checkpoint).__name__}."
-        )
-    return checkpoint
-
-
-def checkpoint_models(model, checkpoints):
-    """One :class:`FunctionalModel` per checkpoint; ``model`` itself for none."""
-    if checkpoints is None or len(checkpoints) == 0:
-        return [model]
-    models = []
-    for k, checkpoint in enumerate(checkpoints):
-        state_dict = _load_checkpoint(checkpoint, k)
-        try:
-            models.append(
-                FunctionalModel(
-                    model.adapted, model.device, model.dtype, state_dict=state_dict
-                )
-            )
-        except FloatingPointError as error:
-            raise FloatingPointError(f"checkpoints[{k}]: {error}") from None
-    return models
+from .._core.parts import FlatGradients, Scaled, Stacked
+from .._numerics.checkpoints import checkpoint_models
 
 
 class TracIn(BaseInfluence):
@@ -158,19 +126,10 @@ class TracIn(BaseInfluence):
         super()._restore_state(state)
         self._models = checkpoint_models(self.model_, self.checkpoints)
 
-    def _gradients(self, X, y, function=None):
+    def _featurizer(self):
         # (b, K * p): gradients at every checkpoint side by side
-        return torch.cat(
-            [m.per_sample_grads(X, y, function) for m in self._models], 1
-        ).to(self.dtype_)
+        return Stacked([FlatGradients(m, self.dtype_) for m in self._models])
 
-    def _apply_inverse(self, G):
-        return G * self._rates
-
-    def _layers(self):
-        p = self.n_params_
-        return [
-            (name, slice(sl.start + k * p, sl.stop + k * p))
-            for k in range(len(self._models))
-            for name, sl in self.model_.layers
-        ]
+    def _curvature(self):
+        # eta_k on checkpoint k's block; a sum over the trajectory, no 1/n
+        return Scaled(self._rates, mean_objective=False)

@@ -2,16 +2,16 @@
 
 from numbers import Integral
 
-import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from .._base import BaseInfluence
+from .._core.parts import BlockDiagonal, FlatGradients, Stacked
 from .._finite import check_finite
-from ._exact import warn_if_not_positive_definite
-from ._projection import RandomProjection
-from ._tracin import checkpoint_models
+from .._numerics.checkpoints import checkpoint_models
+from .._numerics.seeding import draw_seed
+from .._numerics.spectral import Eigenbasis, warn_if_not_positive_definite
+from ._projection import Projected, RandomProjection
 
 
 class TRAKInfluence(BaseInfluence):
@@ -171,9 +171,7 @@ class TRAKInfluence(BaseInfluence):
         self.n_jobs = n_jobs
 
     def _fit_curvature(self):
-        self._seed = check_random_state(self.random_state).randint(
-            np.iinfo(np.int32).max
-        )
+        self._seed = draw_seed(self.random_state)
         self._set_projection_and_models()
         self.n_checkpoints_ = len(self._models)
         self.projection_dim_ = dim = self._projection.out_dim
@@ -210,38 +208,32 @@ class TRAKInfluence(BaseInfluence):
         """``P (G + damping I) P^T`` (dim, dim) of one checkpoint, symmetric."""
         dim = self.projection_dim_
         total = torch.zeros(dim, dim, dtype=self.dtype_, device=self.device_)
-        for start, X_b, y_b in self._batches(self._X_train, self._y_train, "curvature"):
+        for _, X_b, y_b, w_b in self._data().passes("curvature"):
             Phi = self._projection(model.per_sample_jacobians(X_b))  # (b, k, dim)
             H = model.output_hessians(X_b, y_b).to(self.dtype_)  # (b, k, k)
-            weights = self._weights_at(slice(None), start, len(X_b))
-            if weights is not None:
-                H = H * weights[:, None, None]
+            if w_b is not None:
+                H = H * w_b[:, None, None]
             total += Phi.flatten(0, 1).T @ (H @ Phi).flatten(0, 1)
         total = total / self.n_train_ + self._projection.gram(model.l2 + self.damping)
         return (total + total.T) / 2
 
-    def _gradients(self, X, y, function=None):
+    def _featurizer(self):
         # (b, K * dim): projected gradients at every checkpoint side by side
-        return torch.cat(
+        return Stacked(
             [
-                self._projection(m.per_sample_grads(X, y, function))
+                Projected(FlatGradients(m, m.dtype), self._projection)
                 for m in self._models
-            ],
-            1,
+            ]
         )
 
-    def _apply_inverse(self, G):
-        blocks = []
-        for (_, sl), inverse, vectors in zip(
-            self._layers(), self._inverse_eigenvalues, self._eigenvectors
-        ):
-            blocks.append(((G[:, sl] @ vectors) * inverse) @ vectors.T)
-        # the ensemble averages the checkpoints' scores
-        return torch.cat(blocks, 1) / self.n_checkpoints_
-
-    def _layers(self):
-        dim = self.projection_dim_
-        return [
-            ("projected", slice(k * dim, (k + 1) * dim))
-            for k in range(self.n_checkpoints_)
-        ]
+    def _curvature(self):
+        # one eigenbasis per checkpoint; the ensemble averages their scores
+        dim, K = self.projection_dim_, self.n_checkpoints_
+        return BlockDiagonal(
+            [
+                (slice(k * dim, (k + 1) * dim), Eigenbasis(vectors, inverse / K))
+                for k, (inverse, vectors) in enumerate(
+                    zip(self._inverse_eigenvalues, self._eigenvectors)
+                )
+            ]
+        )

@@ -1,0 +1,242 @@
+"""The streaming core: preconditioned query blocks against training blocks.
+
+``score``, ``top_k``, ``value``, ``self_influence`` and candidate scoring all
+run the same loop: query rows are turned into preconditioned vectors one
+chunk at a time (:meth:`Stream.queries`), and each chunk is paired with the
+training rows batch by batch (:meth:`Stream.pair`, the one place the
+equation's ``1/n`` is applied). Only what is kept of each block differs (a
+dense block, a running top k, a slice of values, a diagonal).
+
+With ``n_jobs``, the training rows are split into contiguous shards cut at
+batch boundaries (:mod:`dataval._parallel`); each worker scans its shard
+against the same queries. A shard keeps its training features from one query
+chunk to the next when they fit in the working memory
+(:func:`dataval.get_config`).
+"""
+
+import numpy as np
+import torch
+
+from .._config import get_config
+from .._layers import flush_denormals
+from .._parallel import copy_sharing_tensors, map_shards, shard_bounds
+from .data import batches
+
+
+def working_bytes(fraction=1.0):
+    """``fraction`` of the configured ``working_memory``, in bytes."""
+    return int(get_config()["working_memory"] * 2**20 * fraction)
+
+
+class Stream:
+    """Pairs a fitted featurizer and curvature over the training data.
+
+    Parameters
+    ----------
+    featurizer : Featurizer
+    curvature : Curvature
+    data : TrainingData
+    dtype : torch.dtype
+        Of the features, solves and scores.
+    n_jobs : int or None
+        Workers over training shards (joblib).
+    rows : slice, default=slice(None)
+        The training rows this object scans (a parallel worker's shard).
+    """
+
+    def __init__(self, featurizer, curvature, data, dtype, n_jobs, rows=slice(None)):
+        self.featurizer, self.curvature, self.data = featurizer, curvature, data
+        self.dtype, self.n_jobs, self.rows = dtype, n_jobs, rows
+        # the equation's 1/n, applied in pair() and nowhere else
+        self.scale = 1 / len(data) if curvature.mean_objective else 1.0
+
+    # ------------------------------------------------------------ the pair
+    def pair(self, Q, F, diagonal=False, layer=None):
+        """``scale * <Q, F>``: query block ``Q`` against training block ``F``."""
+        scores = self.featurizer.inner(Q, F, diagonal, layer)
+        return scores * self.scale if self.scale != 1.0 else scores
+
+    # -------------------------------------------------------------- queries
+    def chunk_size(self):
+        """Query rows per chunk within the working memory.
+
+        Per query row: its preconditioned vector (p,) and, per worker, a
+        float32 row of scores against a training batch plus top-k indices.
+        """
+        row_bytes = (
+            self.featurizer.size * self.dtype.itemsize + 16 * self.data.batch_size
+        )
+        return max(1, working_bytes() // row_bytes)
+
+    def query_gradients(self, X, y, function, desc="test"):
+        """Flat query rows (m, p) of prepared ``(X, y)``, batch by batch."""
+        return torch.cat(
+            [
+                self.featurizer.gradients(X_b, y_b, function)
+                for _, X_b, y_b in batches(
+                    self.data.model,
+                    X,
+                    y,
+                    self.data.batch_size,
+                    desc,
+                    self.data.verbose,
+                )
+            ]
+        )
+
+    def precondition(self, G):
+        """``(H + damping I)^{-1}`` applied to flat rows, in :meth:`pair`'s form."""
+        return self.featurizer.queries(flush_denormals(self.curvature.apply_inverse(G)))
+
+    def queries(self, X, y, function):
+        """Yield ``(start, Q)``: preconditioned query rows, chunk by chunk.
+
+        One solve per chunk: iterative solvers pay per call, not per row.
+        """
+        chunk = self.chunk_size()
+        for start in range(0, len(X), chunk):
+            G = self.query_gradients(
+                X[start : start + chunk], y[start : start + chunk], function
+            )
+            yield start, self.precondition(G)
+
+    def mean_query(self, X, y, function):
+        """The preconditioned mean of the query rows' gradients (one row)."""
+        total = None
+        for _, X_b, y_b in batches(
+            self.data.model,
+            X,
+            y,
+            self.data.batch_size,
+            "validation",
+            self.data.verbose,
+        ):
+            g = self.featurizer.gradients(X_b, y_b, function).sum(0)
+            total = g if total is None else total + g
+        return self.precondition((total / len(X))[None])
+
+    # -------------------------------------------------------- training side
+    def training_blocks(self, store=None, positions=None):
+        """Yield ``(start, F)``: weighted training features, batch by batch.
+
+        Over this object's ``rows`` (``start`` counts from their first), or
+        over the rows at ``positions`` (a tensor). ``store`` (a list owned by
+        the caller) keeps the blocks after the first scan when they fit in
+        the working memory, for the next query chunk.
+        """
+        if store:
+            yield from store
+            return
+        rows = self.rows if positions is None else positions
+        n_rows = len(range(len(self.data))[rows]) if positions is None else len(rows)
+        fits = n_rows * self.featurizer.row_bytes(self.dtype) <= working_bytes()
+        keep = [] if store is not None and fits else None
+        for start, X_b, y_b, w_b in self.data.passes("train", rows):
+            F = self.featurizer.weighted(self.featurizer.features(X_b, y_b), w_b)
+            if keep is not None:
+                keep.append((start, F))
+            yield start, F
+        if keep is not None:
+            store.extend(keep)
+
+    def shards(self):
+        """``[(start, stream, store)]``: who scans which training rows.
+
+        Serially, this object scans them all; with ``n_jobs``, each worker
+        gets a copy that shares the tensors and scans one contiguous slice.
+        """
+        batch_size = self.data.batch_size
+        bounds = shard_bounds(len(self.data), batch_size, self.n_jobs)
+        if len(bounds) == 1:
+            return [(0, self, [])]
+        shards = []
+        for start, stop in bounds:
+            worker = copy_sharing_tensors(self)
+            worker.rows = slice(start, stop)
+            shards.append((start, worker, []))
+        return shards
+
+    def map(self, shards, method, *args):
+        """``[(start, result)]`` of ``method(store, *args)`` on every shard."""
+        return map_shards(shards, self.n_jobs, method, *args)
+
+    # ------------------------------------------- what each output keeps
+    def dense_rows(self, store, Q, groups):
+        """``[(start, (n_groups, m, b) scores)]``: dense blocks, per layer group.
+
+        ``groups``: ``[[slices]]``; a group's score sums its slices (``[None]``
+        for the whole score).
+        """
+        return [
+            (
+                j0,
+                torch.stack(
+                    [
+                        sum(self.pair(Q, F, layer=sl) for sl in slices)
+                        for slices in groups
+                    ]
+                )
+                .float()
+                .cpu()
+                .numpy(),
+            )
+            for j0, F in self.training_blocks(store)
+        ]
+
+    def top_k_rows(self, store, Q, k, sign):
+        """``sign * scores`` (m, <=k) of the best rows here, and their positions."""
+        best, best_at = None, None
+        for j0, F in self.training_blocks(store):
+            block = sign * self.pair(Q, F)
+            at = torch.arange(j0, j0 + block.shape[1], device=block.device)
+            at = at.expand_as(block)
+            if best is not None:
+                block, at = torch.cat([best, block], 1), torch.cat([best_at, at], 1)
+            best, chosen = block.topk(min(k, block.shape[1]), dim=1)
+            best_at = at.gather(1, chosen)
+        return best.cpu(), best_at.cpu()
+
+    def value_rows(self, store, q):
+        """Scores (b,) of the single query row ``q`` against this object's rows."""
+        return np.concatenate(
+            [
+                self.pair(q, F)[0].float().cpu().numpy()
+                for _, F in self.training_blocks(store)
+            ]
+        )
+
+    def self_rows(self, store):
+        """``(1/n) w_j g_j^T (H + damping I)^{-1} g_j / w_j`` of this object's rows.
+
+        Both sides carry ``w_j``; the effect of removing row ``j`` on its own
+        (unweighted) loss carries it once. Iterative solvers solve a chunk
+        of training rows at a time, the others a batch.
+        """
+        chunk = self.chunk_size() if self.curvature.solves_in_chunks else 0
+        values, pending = [], []
+        for j0, F in self.training_blocks(store):
+            pending.append((j0, F))
+            if sum(len(f) for _, f in pending) >= chunk:
+                values.append(self._diagonal(pending))
+                pending = []
+        if pending:
+            values.append(self._diagonal(pending))
+        return np.concatenate(values)
+
+    def _diagonal(self, blocks):
+        """Diagonal scores of training blocks ``[(start, F)]``, solved together.
+
+        The training rows are preconditioned as they are (flat, not in the
+        form :meth:`Featurizer.queries` gives query rows).
+        """
+        flat = [self.featurizer.flat(F) for _, F in blocks]
+        Q = self.curvature.apply_inverse(flat[0] if len(flat) == 1 else torch.cat(flat))
+        out, offset = [], 0
+        for (j0, F), f in zip(blocks, flat):
+            block = self.pair(Q[offset : offset + len(f)], F, diagonal=True)
+            offset += len(f)
+            weights = self.data.weights_at(self.rows, j0, len(block))
+            if weights is not None:
+                block = torch.where(weights > 0, block / weights, 0.0)
+            out.append(block.float().cpu().numpy())
+        return np.concatenate(out)

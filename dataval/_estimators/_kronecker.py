@@ -1,0 +1,196 @@
+"""The Kronecker family's featurizer: per-layer signals ``(a, g)``.
+
+The per-sample gradient of a Linear layer is ``g a^T`` (a sum of such terms
+over positions with sequence dims). Keeping a row as its layer signals — the
+inputs ``a`` (with a ``1`` appended for the bias) and the output gradients
+``g`` — instead of the flat ``d_out x d_in`` gradient makes every score a
+matrix product over (rows x width) matrices (:mod:`dataval._layers`).
+
+Scoring works in each layer's Kronecker eigenbasis: the training and query
+signals are rotated (``a Q_A``, ``g Q_S``), which costs O(d^2) per row, and the
+inverse curvature is then a division by the damped eigenvalues. Rotating the
+preconditioned query gradients back (``Q_S R Q_A^T``) would cost
+O(d_out d_in (d_out + d_in)) per query row, more than scoring it against
+thousands of training rows; inner products are the same in either basis.
+"""
+
+import torch
+
+from .._core.parts import Featurizer
+from .._layers import (
+    capture,
+    diagonal_scores,
+    flush_denormals,
+    low_rank_pair_scores,
+    pair_scores,
+    per_sample_gradients,
+)
+from .._numerics.spectral import kronecker_apply
+from ._fisher import output_vectors
+
+
+class LayerBatch:
+    """Layer signals ``{name: (a (B, L, d_in), g (B, L, d_out))}`` of B rows."""
+
+    def __init__(self, signals):
+        self.signals = signals
+
+    def __len__(self):
+        return next(iter(self.signals.values()))[0].shape[0]
+
+
+class LayerQueries:
+    """Preconditioned queries per layer, ``{name: (m, d_out, d_in)}`` matrices
+    or, with ``query_rank``, ``{name: (U (m, d_out, r), V (m, d_in, r))}``."""
+
+    def __init__(self, factors, n_rows):
+        self.factors = factors
+        self.n_rows = n_rows
+
+    def __len__(self):
+        return self.n_rows
+
+
+def capture_signals(model, layers, X, vectors, dtype):
+    """:func:`capture`'s layer signals of a batch, in ``dtype``.
+
+    The passes run in the model's dtype (16-bit in mixed precision); the
+    factors, eigenvalues and scores accumulate in float32 or wider.
+    """
+    signals = capture(model, layers, X, vectors)
+    return {name: (a.to(dtype), g.to(dtype)) for name, (a, g) in signals.items()}
+
+
+def rotate(signals, bases):
+    """Signals ``(a Q_A, g Q_S)`` in each layer's Kronecker eigenbasis."""
+    rotated = {}
+    for name, (a, g) in signals.items():
+        Q_S, Q_A = bases[name]
+        rotated[name] = (flush_denormals(a @ Q_A), flush_denormals(g @ Q_S))
+    return rotated
+
+
+def flatten(signals):
+    """Flat per-sample gradients (B, p) from ``{name: (a, g)}`` layer signals."""
+    return torch.cat([per_sample_gradients(a, g) for a, g in signals.values()], 1)
+
+
+def apply_spectral(G, layers, slices, bases, damped, function):
+    """Rows of ``G`` (m, p), in the parameters' basis, times ``function`` of
+    each layer's damped Kronecker curvature.
+
+    ``damped``: ``{name: (d_out, d_in)}`` damped eigenvalues; ``function``
+    maps them to the matrix function's values in the Kronecker eigenbasis.
+    """
+    out = torch.empty_like(G)
+    for layer, sl in zip(layers, slices):
+        V = G[:, sl].reshape(-1, layer.d_out, layer.d_in)
+        Q_S, Q_A = bases[layer.name]
+        scale = function(damped[layer.name])
+        out[:, sl] = kronecker_apply(V, Q_S, Q_A, scale).reshape(len(G), -1)
+    return out
+
+
+class LayerSignals(Featurizer):
+    """Rows as per-layer signals, rotated into the Kronecker eigenbases.
+
+    Parameters
+    ----------
+    model : FunctionalModel
+    layers : list of Layer
+        The layers captured; ``slices`` their blocks of the flat gradient.
+    slices : list of slice
+    dtype : torch.dtype
+    bases : dict or None
+        ``{name: (Q_S, Q_A)}``; ``None`` keeps the parameters' own basis.
+    positions : dict
+        Mean positions per row of each layer (sequence dims), for the cache.
+    query_rank : int or None
+        Keep a rank-``query_rank`` SVD of each preconditioned query matrix.
+    """
+
+    def __init__(
+        self, model, layers, slices, dtype, bases=None, positions=None, query_rank=None
+    ):
+        self.model, self.layer_list, self.slices = model, layers, slices
+        self.dtype, self.bases, self.query_rank = dtype, bases, query_rank
+        self.positions = positions
+        self.layers = [(layer.name, sl) for layer, sl in zip(layers, slices)]
+
+    def signals(self, X, y, function=None):
+        """``{name: (a, g)}`` signals of the loss, or of ``function(output, target)``."""
+        function = self.model.adapted.loss if function is None else function
+        signals = capture_signals(
+            self.model,
+            self.layer_list,
+            X,
+            output_vectors("empirical", function, y, None),
+            self.dtype,
+        )
+        return {name: (a, g[0]) for name, (a, g) in signals.items()}
+
+    def features(self, X, y, function=None):
+        signals = self.signals(X, y, function)
+        return LayerBatch(
+            signals if self.bases is None else rotate(signals, self.bases)
+        )
+
+    def flat(self, F):
+        return flatten(F.signals)
+
+    def weighted(self, F, weights):
+        if weights is None:
+            return F
+        # per-sample gradients g a^T are linear in g
+        return LayerBatch(
+            {
+                name: (a, g * weights[:, None, None].to(g.dtype))
+                for name, (a, g) in F.signals.items()
+            }
+        )
+
+    def row_bytes(self, dtype):
+        per_row = sum(
+            self.positions[layer.name] * (layer.d_in + layer.d_out)
+            for layer in self.layer_list
+        )
+        return int(per_row * dtype.itemsize)
+
+    def queries(self, Q):
+        # each layer's block once, contiguous, for every training batch
+        factors = {}
+        for layer, sl in zip(self.layer_list, self.slices):
+            matrices = Q[:, sl].reshape(-1, layer.d_out, layer.d_in)
+            factors[layer.name] = (
+                matrices if self.query_rank is None else self._low_rank(matrices)
+            )
+        return LayerQueries(factors, len(Q))
+
+    def _low_rank(self, matrices):
+        """``(U S, V)``: a rank-``query_rank`` SVD of each matrix (m, d_out, d_in)."""
+        r = min(self.query_rank, *matrices.shape[1:])
+        if r + 8 < min(matrices.shape[1:]):
+            # randomized (Halko et al., 2011): O(d_out d_in r) per matrix
+            U, s, V = torch.svd_lowrank(matrices, q=r + 8)
+        else:
+            U, s, Vh = torch.linalg.svd(matrices, full_matrices=False)
+            V = Vh.mT
+        # trailing singular values of confidently predicted rows are subnormal
+        return flush_denormals(U[..., :r] * s[:, None, :r]), V[..., :r]
+
+    def inner(self, Q, F, diagonal=False, layer=None):
+        total = 0.0
+        for lay, sl in zip(self.layer_list, self.slices):
+            if layer is not None and sl != layer:
+                continue
+            a, g = F.signals[lay.name]
+            if isinstance(Q, LayerQueries):
+                matrices = Q.factors[lay.name]
+            else:
+                matrices = Q[:, sl].reshape(-1, lay.d_out, lay.d_in)
+            if isinstance(matrices, tuple):
+                total = total + low_rank_pair_scores(*matrices, a, g)
+            else:
+                score = diagonal_scores if diagonal else pair_scores
+                total = total + score(matrices, a, g)
+        return total

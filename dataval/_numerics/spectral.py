@@ -1,0 +1,99 @@
+"""Solves in an eigenbasis, and the positive-definiteness checks.
+
+A symmetric curvature ``C = V diag(lam) V^T`` turns any matrix function into a
+scaling of coordinates: ``f(C) x = V (f(lam) * (V^T x))``. The dense
+estimator (``ExactInfluence``), the low-rank one (``ArnoldiInfluence``), the
+projected Gram of TRAK and the Kronecker eigenbases of K-FAC and Source all
+solve this way.
+"""
+
+import warnings
+
+import torch
+
+from .._core.parts import Curvature
+from ..exceptions import NotPositiveDefiniteWarning
+
+
+def symmetric_eigh(matrix):
+    """Eigenvalues (ascending) and eigenvectors (columns) of ``(M + M^T) / 2``."""
+    return torch.linalg.eigh((matrix + matrix.T) / 2)
+
+
+def psd_eigh(matrix, dtype):
+    """Eigenvalues (clipped at 0) and eigenvectors of a PSD matrix, via float64."""
+    values, vectors = torch.linalg.eigh(matrix.double())
+    return values.clamp(min=0).to(dtype), vectors.to(dtype)
+
+
+class Eigenbasis(Curvature):
+    """``(H + damping I)^{-1}`` through eigenpairs: ``V diag(scale) V^T``.
+
+    ``vectors`` V (p, r) are orthonormal columns (all of them for a dense
+    ``H``, the top ``r`` for a low-rank one); ``scale`` (r,) is ``1 /
+    (eigenvalue + damping)`` (or zero for a direction left out).
+    ``complement``: the factor applied to the part of a row outside the
+    span of V (``1 / damping``, or ``0`` to drop it).
+    """
+
+    def __init__(self, vectors, scale, complement=0.0):
+        self.vectors, self.scale, self.complement = vectors, scale, complement
+
+    def apply_inverse(self, G):
+        V = self.vectors.to(G.dtype)
+        projected = G @ V
+        inverse = (projected * self.scale.to(G.dtype)) @ V.T
+        if self.complement:
+            inverse += (G - projected @ V.T) * self.complement
+        return inverse
+
+
+def kronecker_apply(V, Q_S, Q_A, scale):
+    """Matrices ``V`` (m, d_out, d_in) times a function of ``A ⊗ S``.
+
+    ``Q_S`` (d_out, d_out) and ``Q_A`` (d_in, d_in) are the factors'
+    eigenvectors; ``scale`` (d_out, d_in) the function's values in the
+    Kronecker eigenbasis.
+    """
+    rotated = Q_S.T @ V @ Q_A
+    rotated *= scale
+    return Q_S @ rotated @ Q_A.T
+
+
+def warn_if_not_positive_definite(
+    eigenvalues, damping, curvature, what="H + damping I"
+):
+    """Warn, naming the cure, when damped eigenvalues are not all positive."""
+    damped = eigenvalues + damping
+    n_bad = int((damped <= 0).sum())
+    if n_bad:
+        smallest = float(eigenvalues.min())
+        warn_not_positive_definite(
+            f"{n_bad} of {len(eigenvalues)} eigenvalues are <= 0 (smallest "
+            f"curvature eigenvalue {smallest:.3g}",
+            smallest,
+            damping,
+            curvature,
+            what,
+            stacklevel=5,
+        )
+
+
+def warn_not_positive_definite(
+    finding, smallest, damping, curvature, what="H + damping I", stacklevel=4
+):
+    """Warn that ``what`` is not positive definite and name the cure.
+
+    ``finding`` says what showed it, ending in an open parenthesis's content;
+    ``smallest`` is the most negative curvature seen (an eigenvalue, or a
+    Rayleigh quotient, which bounds the smallest eigenvalue from above).
+    """
+    cure = f"increase damping above {-smallest:.3g}" + (
+        " or use curvature='ggn'" if curvature == "hessian" else ""
+    )
+    warnings.warn(
+        f"{what} is not positive definite: {finding}, damping={damping:g}). "
+        f"Influence scores are not meaningful; {cure}.",
+        NotPositiveDefiniteWarning,
+        stacklevel=stacklevel,
+    )
