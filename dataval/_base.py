@@ -285,19 +285,8 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         for name, sl in stream.featurizer.layers if by_layer else [("", None)]:
             groups.setdefault(name, []).append(sl)
         self._check_dense_size(len(X_t) * len(groups))
-        out = np.empty((len(groups), len(X_t), self.n_train_), np.float32)
-        shards = stream.shards()
-        # the loops over training rows run while the query generator is
-        # suspended: they advance the same "scoring" bar
         with phase("scoring", self.verbose):
-            for t0, Q in stream.queries(X_t, y_t, self._measurement_function()):
-                blocks = stream.map(shards, "dense_rows", Q, list(groups.values()))
-                for start, rows in blocks:
-                    for j0, block in rows:
-                        j0 += start
-                        out[:, t0 : t0 + block.shape[1], j0 : j0 + block.shape[2]] = (
-                            block
-                        )
+            out = stream.dense(X_t, y_t, self._measurement_function(), groups.values())
         check_finite(self, out, "score", (X_t, y_t, index))
         if not by_layer:
             return pd.DataFrame(out[0], index=index, columns=self.train_index_)
@@ -352,20 +341,10 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             raise ValueError(f"k must be a positive integer, got {k!r}.")
         X_t, y_t, index = self._prepare_test(X_test, y_test)
         k = min(int(k), self.n_train_)
-        sign = 1.0 if kind == "helpful" else -1.0
-        values = np.empty((len(X_t), k), np.float32)
-        positions = np.empty((len(X_t), k), np.int64)
-        stream = self._stream()
-        shards = stream.shards()
         with phase("scoring", self.verbose):
-            for t0, Q in stream.queries(X_t, y_t, self._measurement_function()):
-                # each shard's own top k, then the best k of those
-                best = stream.map(shards, "top_k_rows", Q, k, sign)
-                scores = torch.cat([scores for _, (scores, _) in best], 1)
-                at = torch.cat([j0 + at for j0, (_, at) in best], 1)
-                scores, chosen = scores.topk(k, dim=1)
-                values[t0 : t0 + len(scores)] = (sign * scores).numpy()
-                positions[t0 : t0 + len(scores)] = at.gather(1, chosen).numpy()
+            values, positions = self._stream().top_k(
+                X_t, y_t, self._measurement_function(), k, kind == "helpful"
+            )
         check_finite(self, values, "top_k", (X_t, y_t, index))
         top = pd.DataFrame(
             {
@@ -392,19 +371,11 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             Positive = the row helps the validation loss.
         """
         X_t, y_t, index = self._prepare_test(X_val, y_val)
-        stream = self._stream()
         with phase("scoring", self.verbose):
-            q = stream.mean_query(X_t, y_t, self._measurement_function())
-            value = self._training_series(stream, "value_rows", "value", q)
+            values = self._stream().values(X_t, y_t, self._measurement_function())
+        value = pd.Series(values, index=self.train_index_, name="value")
         check_finite(self, value.to_numpy(), "value", (X_t, y_t, index))
         return value
-
-    def _training_series(self, stream, method, name, *args):
-        """A Series over the training rows gathered from ``method`` on each shard."""
-        # no cache: each shard scans its rows once
-        shards = [(start, worker, None) for start, worker, _ in stream.shards()]
-        values = np.concatenate([v for _, v in stream.map(shards, method, *args)])
-        return pd.Series(values, index=self.train_index_, name=name)
 
     def self_influence(self):
         """``(1/n) w_j g_j^T (H + damping I)^{-1} g_j`` for every training row.
@@ -418,8 +389,10 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """
         check_is_fitted(self)
         with phase("scoring", self.verbose):
-            values = self._training_series(
-                self._stream(), "self_rows", "self_influence"
+            values = pd.Series(
+                self._stream().self_influence(),
+                index=self.train_index_,
+                name="self_influence",
             )
         check_finite(self, values.to_numpy(), "self_influence")
         return values
@@ -428,22 +401,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """Dense scores (m, len(positions)) of prepared query rows against the
         training rows at ``positions`` (sorted, unique): only those rows'
         gradients are computed (see :func:`dataval.text.score_candidates`)."""
-        stream = self._stream()
-        scores = np.empty((len(X), len(positions)), np.float32)
-        positions = torch.as_tensor(positions)
         with phase("scoring", self.verbose):
-            for t0, Q in stream.queries(X, y, self._measurement_function()):
-                for j0, F in stream.training_blocks(positions=positions):
-                    block = stream.pair(Q, F).float().cpu().numpy()
-                    scores[t0 : t0 + block.shape[0], j0 : j0 + block.shape[1]] = block
-        return scores
-
-
-def dense_size_message(n_params, limit, name):
-    """Error text for a dense matrix that would be too large."""
-    gib = n_params**2 * 8 / 2**30
-    return (
-        f"{name} forms a dense {n_params} x {n_params} matrix ({gib:.1f} GiB in "
-        f"float64), above max_params={limit}. Use an estimator that never forms it: "
-        "CGInfluence, LiSSAInfluence, ArnoldiInfluence or EKFACInfluence."
-    )
+            return self._stream().candidates(
+                X, y, self._measurement_function(), torch.as_tensor(positions)
+            )

@@ -160,6 +160,65 @@ class Stream:
         """``[(start, result)]`` of ``method(store, *args)`` on every shard."""
         return map_shards(shards, self.n_jobs, method, *args)
 
+    # --------------------------------------------------------- the outputs
+    def dense(self, X, y, function, groups):
+        """Scores (n_groups, m, n) float32 of the query rows against all rows.
+
+        ``groups``: ``[[slices]]``; a group's score sums its layer slices
+        (``[[None]]``: the whole score).
+        """
+        groups = list(groups)
+        out = np.empty((len(groups), len(X), len(self.data)), np.float32)
+        shards = self.shards()
+        for t0, Q in self.queries(X, y, function):
+            for start, blocks in self.map(shards, "dense_rows", Q, groups):
+                for j0, block in blocks:
+                    j0 += start
+                    out[:, t0 : t0 + block.shape[1], j0 : j0 + block.shape[2]] = block
+        return out
+
+    def top_k(self, X, y, function, k, largest=True):
+        """``(values, positions)`` (m, k): each query row's ``k`` largest scores
+        (``largest=False``: most negative), best first."""
+        sign = 1.0 if largest else -1.0
+        values = np.empty((len(X), k), np.float32)
+        positions = np.empty((len(X), k), np.int64)
+        shards = self.shards()
+        for t0, Q in self.queries(X, y, function):
+            # each shard's own top k, then the best k of those
+            best = self.map(shards, "top_k_rows", Q, k, sign)
+            scores = torch.cat([scores for _, (scores, _) in best], 1)
+            at = torch.cat([j0 + at for j0, (_, at) in best], 1)
+            scores, chosen = scores.topk(k, dim=1)
+            values[t0 : t0 + len(scores)] = (sign * scores).numpy()
+            positions[t0 : t0 + len(scores)] = at.gather(1, chosen).numpy()
+        return values, positions
+
+    def values(self, X, y, function):
+        """Scores (n,) of every training row on the mean over the query rows."""
+        return self._gather("value_rows", self.mean_query(X, y, function))
+
+    def self_influence(self):
+        """Each training row's score on itself (n,)."""
+        return self._gather("self_rows")
+
+    def candidates(self, X, y, function, positions):
+        """Dense scores (m, len(positions)) against the rows at ``positions``.
+
+        Only those rows' features are computed.
+        """
+        scores = np.empty((len(X), len(positions)), np.float32)
+        for t0, Q in self.queries(X, y, function):
+            for j0, F in self.training_blocks(positions=positions):
+                block = self.pair(Q, F).float().cpu().numpy()
+                scores[t0 : t0 + block.shape[0], j0 : j0 + block.shape[1]] = block
+        return scores
+
+    def _gather(self, method, *args):
+        """``method`` on every shard (each scans its rows once: no cache), joined."""
+        shards = [(start, worker, None) for start, worker, _ in self.shards()]
+        return np.concatenate([v for _, v in self.map(shards, method, *args)])
+
     # ------------------------------------------- what each output keeps
     def dense_rows(self, store, Q, groups):
         """``[(start, (n_groups, m, b) scores)]``: dense blocks, per layer group.

@@ -5,7 +5,7 @@ from numbers import Integral
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import BaseInfluence, dense_size_message
+from .._base import BaseInfluence
 from .._core.stream import working_bytes
 from .._finite import check_finite
 from .._numerics.operator import curvature_product
@@ -191,3 +191,13 @@ class ExactInfluence(BaseInfluence):
 
     def _curvature(self):
         return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping))
+
+
+def dense_size_message(n_params, limit, name):
+    """Error text for a dense matrix that would be too large."""
+    gib = n_params**2 * 8 / 2**30
+    return (
+        f"{name} forms a dense {n_params} x {n_params} matrix ({gib:.1f} GiB in "
+        f"float64), above max_params={limit}. Use an estimator that never forms it: "
+        "CGInfluence, LiSSAInfluence, ArnoldiInfluence or EKFACInfluence."
+    )
