@@ -14,8 +14,7 @@ They are small classes rather than closures so that estimators pickle.
 import torch
 import torch.nn.functional as F
 
-from ._adapters._losses import CriterionLoss
-from ._estimators._fisher import _predictive
+from ._adapters._losses import CriterionLoss, predictive_distribution
 
 #: names accepted by ``measurement=``
 MEASUREMENTS = ("loss", "margin", "log_prob")
@@ -121,7 +120,7 @@ def resolve_measurement(measurement, loss):
         )
     if measurement == "loss":
         return loss
-    kind = _predictive(loss)
+    kind = predictive_distribution(loss)
     if kind in (None, "gaussian"):
         raise ValueError(
             f"measurement={measurement!r} needs a classification loss (the model's "

@@ -108,3 +108,17 @@ class CallableLoss:
 
     def __repr__(self):
         return f"CallableLoss({self.function!r})"
+
+
+def predictive_distribution(loss):
+    """The distribution the loss is the negative log-likelihood of, or None."""
+    criterion = loss.criterion if isinstance(loss, CriterionLoss) else loss
+    if isinstance(criterion, (CrossEntropyLoss, torch.nn.CrossEntropyLoss)):
+        return "logits"
+    if isinstance(criterion, torch.nn.NLLLoss):
+        return "probabilities" if loss.log_probabilities else "log_probabilities"
+    if isinstance(criterion, (BinaryCrossEntropyLoss, torch.nn.BCEWithLogitsLoss)):
+        return "bernoulli"
+    if isinstance(criterion, (SquaredErrorLoss, torch.nn.MSELoss)):
+        return "gaussian"
+    return None

@@ -20,10 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .._adapters._losses import (
-    BinaryCrossEntropyLoss,
     CriterionLoss,
-    CrossEntropyLoss,
-    SquaredErrorLoss,
+    predictive_distribution,
 )
 from .._functional import loss_hessians
 
@@ -31,23 +29,9 @@ from .._functional import loss_hessians
 _MAX_GGN_OUTPUTS = 1024
 
 
-def _predictive(loss):
-    """The distribution the loss is the negative log-likelihood of, or None."""
-    criterion = loss.criterion if isinstance(loss, CriterionLoss) else loss
-    if isinstance(criterion, (CrossEntropyLoss, torch.nn.CrossEntropyLoss)):
-        return "logits"
-    if isinstance(criterion, torch.nn.NLLLoss):
-        return "probabilities" if loss.log_probabilities else "log_probabilities"
-    if isinstance(criterion, (BinaryCrossEntropyLoss, torch.nn.BCEWithLogitsLoss)):
-        return "bernoulli"
-    if isinstance(criterion, (SquaredErrorLoss, torch.nn.MSELoss)):
-        return "gaussian"
-    return None
-
-
 def check_fisher(fisher, loss):
     """Raise when ``fisher="true"`` cannot sample targets for ``loss``."""
-    if fisher == "true" and _predictive(loss) is None:
+    if fisher == "true" and predictive_distribution(loss) is None:
         raise ValueError(
             f"fisher='true' samples targets from the model's predictive distribution, "
             f"which is not known for the loss {loss!r} (supported: cross-entropy, "
@@ -59,7 +43,7 @@ def check_fisher(fisher, loss):
 
 def sample_targets(loss, output, generator):
     """Targets drawn from the predictive distribution the loss describes."""
-    kind = _predictive(loss)
+    kind = predictive_distribution(loss)
     if kind == "gaussian":
         # loss (f - y)^2 has output Hessian 2 I = E[(2 eps)(2 eps)^T] for var 1/2
         noise = torch.randn(

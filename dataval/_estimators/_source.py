@@ -223,12 +223,23 @@ class SourceInfluence(BaseInfluence):
 
     def _featurizer(self):
         # (b, L * p): each segment's layer gradients at its checkpoint
-        return Stacked(
+        return _Segments(
             [segment._featurizer(rotated=False) for segment in self.segments_]
         )
 
     def _curvature(self):
         return _Unrolled(self.segments_, self.learning_rates_, self.steps_)
+
+
+class _Segments(Stacked):
+    """Training rows' gradients at every segment end, side by side.
+
+    A query row needs only its gradient at the final checkpoint (see
+    :class:`_Unrolled`): the query side computes that one.
+    """
+
+    def gradients(self, X, y, function=None):
+        return self.parts[-1].gradients(X, y, function)
 
 
 class _Unrolled(Curvature):
