@@ -6,16 +6,16 @@ models, with a scikit-learn API.
 
 from . import analysis, filters, metrics, model_selection, text
 from ._config import config_context, get_config, set_config
-from ._estimators._arnoldi import ArnoldiInfluence
-from ._estimators._cg import CGInfluence
-from ._estimators._ekfac import EKFACInfluence
-from ._estimators._exact import ExactInfluence
-from ._estimators._kfac import KFACInfluence
-from ._estimators._lissa import LiSSAInfluence
-from ._estimators._logra import LoGraInfluence
-from ._estimators._source import SourceInfluence
-from ._estimators._tracin import TracIn
-from ._estimators._trak import TRAKInfluence
+from ._estimators.dense.exact import ExactInfluence
+from ._estimators.kronecker.ekfac import EKFACInfluence
+from ._estimators.kronecker.kfac import KFACInfluence
+from ._estimators.kronecker.logra import LoGraInfluence
+from ._estimators.krylov.arnoldi import ArnoldiInfluence
+from ._estimators.krylov.cg import CGInfluence
+from ._estimators.krylov.lissa import LiSSAInfluence
+from ._estimators.projection.trak import TRAKInfluence
+from ._estimators.trajectory.source import SourceInfluence
+from ._estimators.trajectory.tracin import TracIn
 from ._filters._filtered import FilteredEstimator
 from ._filters._mislabel import MislabelFilter
 from ._persistence import load, save

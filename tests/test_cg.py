@@ -17,7 +17,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from dataval import CGInfluence, ExactInfluence, KFACInfluence
-from dataval._estimators._cg import kronecker_blocks, layer_matrices
+from dataval._estimators.krylov.cg import kronecker_blocks, layer_matrices
 from dataval.exceptions import ConvergenceWarning, NotPositiveDefiniteWarning
 
 SETTINGS = [

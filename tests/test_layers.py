@@ -6,7 +6,7 @@ from kfac_cases import CASES, build, ids, to_layer_order
 from torch import nn
 
 from dataval._adapters import adapt_model
-from dataval._estimators._fisher import output_vectors
+from dataval._estimators.kronecker.fisher import output_vectors
 from dataval._functional import FunctionalModel
 from dataval._layers import (
     capture,

@@ -15,7 +15,7 @@ from iterative_cases import (
 )
 
 from dataval import ExactInfluence, LiSSAInfluence
-from dataval._estimators import _lissa
+from dataval._estimators.krylov import lissa as _lissa
 from dataval.exceptions import ConvergenceWarning
 
 # a damping this large makes the series converge in ~100 steps on every case

@@ -21,7 +21,7 @@ from dataval import (
     LoGraInfluence,
     TracIn,
 )
-from dataval._estimators._fisher import output_vectors
+from dataval._estimators.kronecker.fisher import output_vectors
 
 DAMPING = 0.05
 

@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import InvalidParameterError
 
 from dataval import ExactInfluence, TRAKInfluence
-from dataval._estimators import _projection
-from dataval._estimators._projection import RandomProjection
+from dataval._estimators.projection import random as _projection
+from dataval._estimators.projection.random import RandomProjection
 
 
 def _cross_entropy(out, y):

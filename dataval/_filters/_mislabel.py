@@ -24,8 +24,8 @@ from sklearn.utils.validation import (
 )
 
 from .._adapters import adapt_model
-from .._estimators._ekfac import EKFACInfluence
-from .._estimators._exact import ExactInfluence
+from .._estimators.dense.exact import ExactInfluence
+from .._estimators.kronecker.ekfac import EKFACInfluence
 from .._functional import FunctionalModel
 from .._progress import tqdm
 from .._validation import check_X_y, to_numpy

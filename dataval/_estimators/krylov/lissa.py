@@ -7,10 +7,10 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._core.parts import Solver
-from .._numerics.seeding import draw_seed, torch_generator
-from ..exceptions import ConvergenceWarning
-from ._matrix_free import MatrixFreeInfluence
+from ..._core.parts import Solver
+from ..._numerics.seeding import draw_seed, torch_generator
+from ...exceptions import ConvergenceWarning
+from .base import MatrixFreeInfluence
 
 #: ``scale="auto"`` is this multiple of the largest eigenvalue of H + damping I
 AUTO_SCALE_MARGIN = 1.1

@@ -6,15 +6,15 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import BaseInfluence
-from .._core.parts import Scaled
-from .._core.stream import working_bytes
-from .._finite import check_finite
-from .._layers import select_layers
-from .._numerics.seeding import draw_seed, torch_generator
-from .._numerics.spectral import psd_eigh
-from ._fisher import check_fisher, output_vectors
-from ._kronecker import (
+from ..._base import BaseInfluence
+from ..._core.parts import Scaled
+from ..._core.stream import working_bytes
+from ..._finite import check_finite
+from ..._layers import select_layers
+from ..._numerics.seeding import draw_seed, torch_generator
+from ..._numerics.spectral import psd_eigh
+from .fisher import check_fisher, output_vectors
+from .signals import (
     LayerSignals,
     apply_spectral,
     capture_signals,

@@ -5,16 +5,16 @@ from numbers import Integral
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import BaseInfluence
-from .._core.stream import working_bytes
-from .._finite import check_finite
-from .._numerics.operator import curvature_product
-from .._numerics.spectral import (
+from ..._base import BaseInfluence
+from ..._core.stream import working_bytes
+from ..._finite import check_finite
+from ..._numerics.curvature import resolve_curvature
+from ..._numerics.operator import curvature_product
+from ..._numerics.spectral import (
     Eigenbasis,
     symmetric_eigh,
     warn_if_not_positive_definite,
 )
-from ._auto_curvature import resolve_curvature
 
 # curvature columns computed per vectorized pass (memory grows with it)
 _COLUMNS_PER_PASS = 64

@@ -2,8 +2,8 @@
 
 import torch
 
-from .._core.stream import working_bytes
-from ._kfac import KFACInfluence
+from ..._core.stream import working_bytes
+from .kfac import KFACInfluence
 
 # share of the working memory for rotated per-sample gradients formed at once
 # (layers with positions)

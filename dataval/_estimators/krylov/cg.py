@@ -7,13 +7,13 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._core.parts import Solver
-from .._layers import select_layers
-from .._numerics.spectral import warn_not_positive_definite
-from ..exceptions import ConvergenceWarning
-from ._ekfac import EKFACInfluence
-from ._kfac import KFACInfluence
-from ._matrix_free import MatrixFreeInfluence
+from ..._core.parts import Solver
+from ..._layers import select_layers
+from ..._numerics.spectral import warn_not_positive_definite
+from ...exceptions import ConvergenceWarning
+from ..kronecker.ekfac import EKFACInfluence
+from ..kronecker.kfac import KFACInfluence
+from .base import MatrixFreeInfluence
 
 
 def kronecker_blocks(model, layers):

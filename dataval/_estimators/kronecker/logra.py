@@ -5,9 +5,9 @@ from numbers import Integral
 import torch
 from sklearn.utils._param_validation import Interval
 
-from .._layers import Layer
-from .._numerics.seeding import draw_seed, torch_generator
-from ._ekfac import EKFACInfluence
+from ..._layers import Layer
+from ..._numerics.seeding import draw_seed, torch_generator
+from .ekfac import EKFACInfluence
 
 
 class _ProjectedLayer(Layer):

@@ -16,8 +16,8 @@ thousands of training rows; inner products are the same in either basis.
 
 import torch
 
-from .._core.parts import Featurizer
-from .._layers import (
+from ..._core.parts import Featurizer
+from ..._layers import (
     capture,
     diagonal_scores,
     flush_denormals,
@@ -25,8 +25,8 @@ from .._layers import (
     pair_scores,
     per_sample_gradients,
 )
-from .._numerics.spectral import kronecker_apply
-from ._fisher import output_vectors
+from ..._numerics.spectral import kronecker_apply
+from .fisher import output_vectors
 
 
 class LayerBatch:

@@ -10,8 +10,8 @@ reproducible and never has to be held whole.
 import numpy as np
 import torch
 
-from .._core.parts import Featurizer
-from .._core.stream import working_bytes
+from ..._core.parts import Featurizer
+from ..._core.stream import working_bytes
 
 # fractions of the working memory: one generated block of columns, and the
 # largest projection generated once and kept

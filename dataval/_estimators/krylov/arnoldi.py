@@ -4,8 +4,8 @@ from numbers import Integral
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._numerics.spectral import Eigenbasis, warn_if_not_positive_definite
-from ._matrix_free import MatrixFreeInfluence
+from ..._numerics.spectral import Eigenbasis, warn_if_not_positive_definite
+from .base import MatrixFreeInfluence
 
 
 class ArnoldiInfluence(MatrixFreeInfluence):

@@ -5,10 +5,10 @@ from numbers import Real
 import numpy as np
 import torch
 
-from .._base import BaseInfluence
-from .._core.parts import Curvature, Stacked
-from .._numerics.checkpoints import checkpoint_models
-from ._ekfac import EKFACInfluence
+from ..._base import BaseInfluence
+from ..._core.parts import Curvature, Stacked
+from ..._numerics.checkpoints import checkpoint_models
+from ..kronecker.ekfac import EKFACInfluence
 
 
 def _per_segment(values, n_segments, name):

@@ -19,11 +19,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._adapters._losses import (
+from ..._adapters._losses import (
     CriterionLoss,
     predictive_distribution,
 )
-from .._functional import loss_hessians
+from ..._functional import loss_hessians
 
 # output dimensions per row above which "ggn" (k backward passes) is refused
 _MAX_GGN_OUTPUTS = 1024

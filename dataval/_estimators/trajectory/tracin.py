@@ -5,9 +5,9 @@ from numbers import Real
 import numpy as np
 import torch
 
-from .._base import BaseInfluence
-from .._core.parts import FlatGradients, Scaled, Stacked
-from .._numerics.checkpoints import checkpoint_models
+from ..._base import BaseInfluence
+from ..._core.parts import FlatGradients, Scaled, Stacked
+from ..._numerics.checkpoints import checkpoint_models
 
 
 class TracIn(BaseInfluence):

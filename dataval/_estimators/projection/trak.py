@@ -5,13 +5,13 @@ from numbers import Integral
 import torch
 from sklearn.utils._param_validation import Interval
 
-from .._base import BaseInfluence
-from .._core.parts import BlockDiagonal, FlatGradients, Stacked
-from .._finite import check_finite
-from .._numerics.checkpoints import checkpoint_models
-from .._numerics.seeding import draw_seed
-from .._numerics.spectral import Eigenbasis, warn_if_not_positive_definite
-from ._projection import Projected, RandomProjection
+from ..._base import BaseInfluence
+from ..._core.parts import BlockDiagonal, FlatGradients, Stacked
+from ..._finite import check_finite
+from ..._numerics.checkpoints import checkpoint_models
+from ..._numerics.seeding import draw_seed
+from ..._numerics.spectral import Eigenbasis, warn_if_not_positive_definite
+from .random import Projected, RandomProjection
 
 
 class TRAKInfluence(BaseInfluence):

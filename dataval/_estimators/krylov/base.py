@@ -14,12 +14,12 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .._base import BaseInfluence
-from .._finite import check_finite
-from .._numerics.operator import curvature_product
-from .._numerics.seeding import draw_seed, torch_generator
-from .._progress import tracked
-from ._auto_curvature import resolve_curvature
+from ..._base import BaseInfluence
+from ..._finite import check_finite
+from ..._numerics.curvature import resolve_curvature
+from ..._numerics.operator import curvature_product
+from ..._numerics.seeding import draw_seed, torch_generator
+from ..._progress import tracked
 
 #: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
 AUTO_DAMPING_FRACTION = 0.1

@@ -1,0 +1,1 @@
+"""The dense curvature: ExactInfluence, the reference estimator."""

@@ -1,0 +1,1 @@
+"""Kronecker-factored curvature per layer: K-FAC, EK-FAC, LoGra."""

@@ -1,0 +1,1 @@
+"""Estimators that only multiply by the curvature: CG, LiSSA, Arnoldi."""

@@ -1,0 +1,1 @@
+"""Influence in a randomly projected gradient space: TRAK."""
