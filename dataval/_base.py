@@ -11,7 +11,7 @@ indexes and output frames live here, once.
 """
 
 from abc import ABCMeta, abstractmethod
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ from ._functional import FunctionalModel
 from ._labels import add_labels
 from ._layers import flush_denormals
 from ._measurements import MEASUREMENTS, resolve_measurement
+from ._numerics.damping import DAMPING_CONSTRAINT
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._parallel import copy_sharing_tensors, map_shards, shard_bounds
 from ._progress import phase, tracked
@@ -54,7 +55,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     """
 
     _parameter_constraints: dict = {
-        "damping": [Interval(Real, 0, None, closed="left")],
+        "damping": DAMPING_CONSTRAINT,
         "measurement": [StrOptions(set(MEASUREMENTS)), callable],
         "loss": [StrOptions({"auto"}), callable],
         "batch_size": [Interval(Integral, 1, None, closed="left")],

@@ -8,20 +8,21 @@ largest eigenvalue, and Lanczos for its dominant eigenpairs.
 """
 
 from abc import abstractmethod
-from numbers import Real
+from contextvars import ContextVar
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from .._base import BaseInfluence
 from .._finite import check_finite
+from .._numerics.damping import DAMPING_CONSTRAINT, resolve_damping
 from .._progress import tracked
 from ._auto_curvature import resolve_curvature
 
-#: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
-AUTO_DAMPING_FRACTION = 0.1
+#: the solver statistics of the public call running in this thread
+_SOLVES = ContextVar("dataval_solves", default=None)
 #: Rademacher probes of the Hutchinson trace estimate
 HUTCHINSON_PROBES = 32
 #: power iterations for the largest eigenvalue
@@ -38,7 +39,7 @@ class MatrixFreeInfluence(BaseInfluence):
 
     _parameter_constraints = {
         **BaseInfluence._parameter_constraints,
-        "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "damping": DAMPING_CONSTRAINT,
         "curvature": [StrOptions({"auto", "hessian", "ggn"})],
         "random_state": ["random_state"],
     }
@@ -50,6 +51,61 @@ class MatrixFreeInfluence(BaseInfluence):
         self._curvature_rows = self._choose_curvature_rows()
         self.damping_ = self._resolve_damping()
         self._fit_operator()
+
+    # ------------------------------------------- per-call solver statistics
+    def score(self, X_test, y_test, by_layer=False):
+        return self._reporting_solves(super().score, X_test, y_test, by_layer=by_layer)
+
+    def top_k(self, X_test, y_test, k=10, kind="helpful", include_labels=False):
+        return self._reporting_solves(
+            super().top_k, X_test, y_test, k, kind, include_labels
+        )
+
+    def value(self, X_val, y_val):
+        return self._reporting_solves(super().value, X_val, y_val)
+
+    def self_influence(self):
+        return self._reporting_solves(super().self_influence)
+
+    score.__doc__ = BaseInfluence.score.__doc__
+    top_k.__doc__ = BaseInfluence.top_k.__doc__
+    value.__doc__ = BaseInfluence.value.__doc__
+    self_influence.__doc__ = BaseInfluence.self_influence.__doc__
+
+    def _reporting_solves(self, method, *args, **kwargs):
+        """``method``'s result, with ``attrs["solver"]`` summing its solves.
+
+        A call's statistics never touch the fitted estimator: the solves
+        report into a list owned by this call (a context variable of the
+        calling thread, handed to the worker copies of ``n_jobs``).
+        """
+        solves = []
+        token = _SOLVES.set(solves)
+        try:
+            out = method(*args, **kwargs)
+        finally:
+            _SOLVES.reset(token)
+        if solves:
+            out.attrs["solver"] = {
+                "n_solves": len(solves),
+                **{key: max(solve[key] for solve in solves) for key in solves[0]},
+            }
+        return out
+
+    def _record_solve(self, **statistics):
+        """Report one solve's statistics to the public call in progress."""
+        solves = self.__dict__.get("_solves")
+        if solves is None:
+            solves = _SOLVES.get()
+        if solves is not None:
+            solves.append(statistics)
+
+    def _shards(self):
+        shards = super()._shards()
+        for _, worker, _ in shards:
+            if worker is not self:  # a copy for this call: solves in its thread
+                worker._solves = _SOLVES.get()
+        return shards
 
     @abstractmethod
     def _fit_operator(self):
@@ -118,17 +174,12 @@ class MatrixFreeInfluence(BaseInfluence):
         return float(quadratic_forms.mean()) / self.n_params_
 
     def _resolve_damping(self):
-        if self.damping != "auto":
-            return float(self.damping)
-        mean_eigenvalue = self._mean_eigenvalue()
-        if not mean_eigenvalue > 0:
-            raise ValueError(
-                f"damping='auto' needs a positive mean curvature eigenvalue, but the "
-                f"estimate trace(H) / p is {mean_eigenvalue:.3g} for "
-                f"curvature={self.curvature_!r}. Pass a positive number as damping, "
-                "or use curvature='ggn' (positive semi-definite)."
-            )
-        return AUTO_DAMPING_FRACTION * mean_eigenvalue
+        return resolve_damping(
+            self.damping,
+            self._mean_eigenvalue,
+            f"the Hutchinson estimate of trace(H) / p for curvature={self.curvature_!r}",
+            ", or use curvature='ggn' (positive semi-definite)",
+        )
 
     def _largest_eigenvalue(self):
         """Largest ``|eigenvalue|`` of ``H + damping_ I`` by power iteration."""

@@ -10,27 +10,31 @@ from .._base import BaseInfluence
 from .._functional import FunctionalModel
 
 
-def _load_checkpoint(checkpoint, position):
+def _load_checkpoint(checkpoint, label):
     if isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or not all(
         isinstance(v, torch.Tensor) for v in checkpoint.values()
     ):
         raise TypeError(
-            f"checkpoints[{position}] must be a state_dict (a dict of tensors) or the "
+            f"{label} must be a state_dict (a dict of tensors) or the "
             f"path of a file saved with torch.save(model.state_dict(), path); got "
             f"{type(checkpoint).__name__}."
         )
     return checkpoint
 
 
-def checkpoint_models(model, checkpoints):
-    """One :class:`FunctionalModel` per checkpoint; ``model`` itself for none."""
+def checkpoint_models(model, checkpoints, name="checkpoints"):
+    """One :class:`FunctionalModel` per checkpoint; ``model`` itself for none.
+
+    ``name``: the parameter that gave them, for errors.
+    """
     if checkpoints is None or len(checkpoints) == 0:
         return [model]
     models = []
     for k, checkpoint in enumerate(checkpoints):
-        state_dict = _load_checkpoint(checkpoint, k)
+        label = f"{name}[{k}]"
+        state_dict = _load_checkpoint(checkpoint, label)
         try:
             models.append(
                 FunctionalModel(
@@ -38,7 +42,7 @@ def checkpoint_models(model, checkpoints):
                 )
             )
         except FloatingPointError as error:
-            raise FloatingPointError(f"checkpoints[{k}]: {error}") from None
+            raise FloatingPointError(f"{label}: {error}") from None
     return models
 
 
@@ -52,13 +56,6 @@ class TracIn(BaseInfluence):
 
     Parameters
     ----------
-    checkpoints : list of dict or path, default=None
-        State dicts of the model saved during training (or files written with
-        ``torch.save(model.state_dict(), path)``, loaded with
-        ``weights_only=True``). ``None`` uses the fitted model's own
-        parameters as a single checkpoint.
-    learning_rates : float or list of float, default=1.0
-        Learning rate in effect at each checkpoint; one value applies to all.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
     loss : "auto" or callable, default="auto"
@@ -78,6 +75,13 @@ class TracIn(BaseInfluence):
         threads unless a ``joblib.parallel_config`` picks another backend,
         e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
         processors. See :doc:`/scaling`.
+    checkpoints : list of dict or path, default=None
+        State dicts of the model saved during training (or files written with
+        ``torch.save(model.state_dict(), path)``, loaded with
+        ``weights_only=True``). ``None`` uses the fitted model's own
+        parameters as a single checkpoint.
+    learning_rates : float or list of float, default=1.0
+        Learning rate in effect at each checkpoint; one value applies to all.
 
     Attributes
     ----------
@@ -116,8 +120,7 @@ class TracIn(BaseInfluence):
 
     def __init__(
         self,
-        checkpoints=None,
-        learning_rates=1.0,
+        *,
         measurement="loss",
         loss="auto",
         batch_size=256,
@@ -125,9 +128,9 @@ class TracIn(BaseInfluence):
         dtype=None,
         verbose=0,
         n_jobs=None,
+        checkpoints=None,
+        learning_rates=1.0,
     ):
-        self.checkpoints = checkpoints
-        self.learning_rates = learning_rates
         self.measurement = measurement
         self.loss = loss
         self.batch_size = batch_size
@@ -135,6 +138,8 @@ class TracIn(BaseInfluence):
         self.dtype = dtype
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.checkpoints = checkpoints
+        self.learning_rates = learning_rates
 
     def _fit_curvature(self):
         self._models = checkpoint_models(self.model_, self.checkpoints)
