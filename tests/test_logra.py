@@ -35,9 +35,7 @@ def test_identity_projections_give_kfac(case, kind):
     module, X, y = build(case, n=10)
     params = dict(damping=0.1, fisher="ggn", dtype="float64", batch_size=4)
     expected = reference(**params).fit(module, X, y).score(X[:3], y[:3])
-    logra = LoGraInfluence(
-        factor_dim=factor_dim, eigenvalue_correction=curvature
-    )
+    logra = LoGraInfluence(factor_dim=factor_dim, eigenvalue_correction=curvature)
     logra.set_params(**params).fit(module, X, y)
     assert all(P == (None, None) for P in logra.projections_.values())
     np.testing.assert_allclose(
@@ -82,9 +80,7 @@ def test_kfac_factors_project(case):
     module, X, y = build(case, n=10)
     params = dict(fisher="ggn", dtype="float64", batch_size=4)
     kfac = KFACInfluence(**params).fit(module, X, y)
-    logra = LoGraInfluence(
-        factor_dim=2, eigenvalue_correction=False, random_state=1
-    )
+    logra = LoGraInfluence(factor_dim=2, eigenvalue_correction=False, random_state=1)
     logra.set_params(**params).fit(module, X, y)
     P = _projection(logra)
     torch.testing.assert_close(

@@ -160,7 +160,7 @@ def test_ensemble_averages_the_checkpoints(trained_mlp):
     ]
     scores = both.score(X_test, y_test)
     np.testing.assert_allclose(scores, (each[0] + each[1]) / 2, rtol=1e-5, atol=1e-9)
-    assert both.n_checkpoints_ == 2 and both.eigenvalues_.shape == (2, 20)
+    assert both.n_models_ == 2 and both.eigenvalues_.shape == (2, 20)
     layers = both.score(X_test, y_test, by_layer=True)
     assert list(layers.index.get_level_values("layer").unique()) == ["projected"]
     np.testing.assert_allclose(layers.droplevel("layer"), scores, rtol=1e-5, atol=1e-9)

@@ -109,8 +109,11 @@ class LoGraInfluence(EKFACInfluence):
     query_rank : int, default=None
         As in :class:`KFACInfluence`.
     factor_dim : int or None, default=64
-        Projected width of each layer's inputs (bias coordinate included) and
-        of its output gradients. ``None`` projects nothing.
+        Projected width of each Kronecker factor: of each layer's inputs
+        (bias coordinate included) and, separately, of its output gradients,
+        so a layer's projected gradient has ``factor_dim^2`` entries (not
+        :class:`TRAKInfluence`'s ``projection_dim``, the size of the whole
+        projected gradient). ``None`` projects nothing.
     eigenvalue_correction : bool, default=True
         The curvature in the projected space: K-FAC's eigenbases with
         eigenvalues refitted to the projected gradients (EK-FAC), or with

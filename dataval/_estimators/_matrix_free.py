@@ -171,6 +171,7 @@ class MatrixFreeInfluence(BaseInfluence):
         """Hutchinson estimate of ``trace(H) / p``: ``mean_z z^T H z / p``."""
         Z = self._random_vectors(HUTCHINSON_PROBES, self._generator(), rademacher=True)
         quadratic_forms = (Z * self._product(Z, damped=False)).sum(1)  # (probes,)
+        check_finite(self, quadratic_forms, "The Hutchinson trace estimate")
         return float(quadratic_forms.mean()) / self.n_params_
 
     def _resolve_damping(self):

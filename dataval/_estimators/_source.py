@@ -60,7 +60,10 @@ class SourceInfluence(BaseInfluence):
     Parameters
     ----------
     damping : "auto" or float, default="auto"
-        As in :class:`EKFACInfluence`, per segment.
+        ``lambda``, the same in every segment. ``"auto"`` is 0.1 times the
+        mean eigenvalue of the segments' EK-FAC curvatures (over their
+        parameters, then over the segments), the rule of every estimator
+        (see :ref:`damping`). The value used is ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
     loss : "auto" or callable, default="auto"
@@ -92,8 +95,10 @@ class SourceInfluence(BaseInfluence):
 
     Attributes
     ----------
+    damping_ : float
+        The ``lambda`` used in every segment.
     segments_ : list of EKFACInfluence
-        The curvature fitted at each checkpoint.
+        The curvature fitted at the end of each segment.
     learning_rates_ : ndarray of shape (n_segments,)
     steps_ : ndarray of shape (n_segments,)
     layers_ : list of str
@@ -137,7 +142,7 @@ class SourceInfluence(BaseInfluence):
         "learning_rates": [Real, list, tuple, np.ndarray],
         "steps": [Real, list, tuple, np.ndarray],
     }
-    _saved_state = ("learning_rates_", "steps_", "layers_", "n_params_")
+    _saved_state = ("damping_", "learning_rates_", "steps_", "layers_", "n_params_")
     _parameter_constraints.pop("query_rank")
 
     def __init__(
@@ -182,6 +187,11 @@ class SourceInfluence(BaseInfluence):
         self.segments_ = self._segments(models)
         for segment in self.segments_:
             segment._fit_curvature()
+        # one lambda for every segment: "auto" is 0.1 times the mean over the
+        # segments of their curvature's mean eigenvalue
+        self.damping_ = float(np.mean([segment.damping_ for segment in self.segments_]))
+        for segment in self.segments_:
+            segment.damping_ = self.damping_
         last = self.segments_[-1]
         self.layers_ = last.layers_
         self.n_params_ = last.n_params_

@@ -95,13 +95,13 @@ class TRAKInfluence(BaseInfluence):
     ----------
     damping_ : float
         The ``lambda`` used: ``damping``, or the ``"auto"`` value.
-    eigenvalues_ : torch.Tensor of shape (n_checkpoints, projection_dim)
+    eigenvalues_ : torch.Tensor of shape (n_models, projection_dim)
         Eigenvalues of each checkpoint's ``P (G + damping I) P^T``, ascending
         (the first ``projection_dim_ - n_params_`` are zero up to rounding
         when the projection has more dimensions than parameters).
     projection_dim_ : int
         Dimension of the space the influence is computed in.
-    n_checkpoints_ : int
+    n_models_ : int
         Number of models in the ensemble.
     n_train_ : int
         Number of training rows.
@@ -145,7 +145,7 @@ class TRAKInfluence(BaseInfluence):
     _saved_state = (
         "_seed",
         "damping_",
-        "n_checkpoints_",
+        "n_models_",
         "projection_dim_",
         "eigenvalues_",
         "_inverse_eigenvalues",
@@ -184,12 +184,14 @@ class TRAKInfluence(BaseInfluence):
             np.iinfo(np.int32).max
         )
         self._set_projection_and_models()
-        self.n_checkpoints_ = len(self._models)
+        self.n_models_ = len(self._models)
         self.projection_dim_ = dim = self._projection.out_dim
         # P (G + damping I) P^T has rank p < dim: its dim - p null directions
         # (the smallest eigenvalues) are left out of the inverse
         null = max(0, dim - self.n_params_)
         curvatures = [self._projected_curvature(model) for model in self._models]
+        for curvature in curvatures:
+            check_finite(self, curvature, "The projected curvature")
         # P P^T: the identity of parameter space, projected
         identity = self._projection.gram(
             torch.ones(self.n_params_, device=self.device_)
@@ -203,7 +205,6 @@ class TRAKInfluence(BaseInfluence):
         eigenvalues, self._inverse_eigenvalues, self._eigenvectors = [], [], []
         for curvature in curvatures:
             curvature = curvature + self.damping_ * identity
-            check_finite(self, curvature, "The projected curvature")
             values, vectors = torch.linalg.eigh(curvature)
             eigenvalues.append(values)
             self._inverse_eigenvalues.append(
@@ -257,11 +258,10 @@ class TRAKInfluence(BaseInfluence):
         ):
             blocks.append(((G[:, sl] @ vectors) * inverse) @ vectors.T)
         # the ensemble averages the checkpoints' scores
-        return torch.cat(blocks, 1) / self.n_checkpoints_
+        return torch.cat(blocks, 1) / self.n_models_
 
     def _layers(self):
         dim = self.projection_dim_
         return [
-            ("projected", slice(k * dim, (k + 1) * dim))
-            for k in range(self.n_checkpoints_)
+            ("projected", slice(k * dim, (k + 1) * dim)) for k in range(self.n_models_)
         ]
