@@ -94,7 +94,10 @@ def main():
     rows = [("ExactInfluence", 1.0, 1.0)]
     common = {"damping": DAMPING, "dtype": "float64", "random_state": 0}
     candidates = [
-        ("ExactInfluence(dtype='float32')", ExactInfluence(DAMPING, dtype="float32")),
+        (
+            "ExactInfluence(dtype='float32')",
+            ExactInfluence(damping=DAMPING, dtype="float32"),
+        ),
         ("CGInfluence()", CGInfluence(**common)),
         (
             "CGInfluence(preconditioner='lowrank')",
@@ -107,12 +110,12 @@ def main():
         ),
         (f"ArnoldiInfluence(rank={rank})", ArnoldiInfluence(rank=rank, **common)),
         (
-            "CGInfluence(curvature='ggn', maxiter=5)",
-            CGInfluence(**common, curvature="ggn", maxiter=5),
+            "CGInfluence(curvature='ggn', max_iter=5)",
+            CGInfluence(**common, curvature="ggn", max_iter=5),
         ),
         (
-            "CGInfluence(curvature='ggn', preconditioner='ekfac', maxiter=5)",
-            CGInfluence(**common, curvature="ggn", preconditioner="ekfac", maxiter=5),
+            "CGInfluence(curvature='ggn', preconditioner='ekfac', max_iter=5)",
+            CGInfluence(**common, curvature="ggn", preconditioner="ekfac", max_iter=5),
         ),
     ]
     for name, estimator in candidates:

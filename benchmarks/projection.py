@@ -70,12 +70,12 @@ def accuracy():
     rows = [
         (
             f"TRAKInfluence(projection_dim={d})",
-            TRAKInfluence(d, random_state=0, **common),
+            TRAKInfluence(projection_dim=d, random_state=0, **common),
         )
         for d in (128, 512, 2048, 4096)
     ]
     rows += [
-        (f"LoGraInfluence(projection_dim={d})", LoGraInfluence(d, **kronecker))
+        (f"LoGraInfluence(factor_dim={d})", LoGraInfluence(factor_dim=d, **kronecker))
         for d in (4, 8, 16, None)
     ]
     rows += [
@@ -105,9 +105,11 @@ def cost_child(kind, dim):
     mlp, X, y, X_test, y_test = digits_mlp(128, 500, 20)
     start = time.perf_counter()
     if kind == "trak":
-        estimator = TRAKInfluence(dim, random_state=0, batch_size=64)
+        estimator = TRAKInfluence(projection_dim=dim, random_state=0, batch_size=64)
     elif kind == "logra":
-        estimator = LoGraInfluence(dim, fisher="ggn", random_state=0, batch_size=64)
+        estimator = LoGraInfluence(
+            factor_dim=dim, fisher="ggn", random_state=0, batch_size=64
+        )
     if kind != "baseline":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -15,7 +15,7 @@ about the training data) and names its two parts, a featurizer
 """
 
 from abc import ABCMeta, abstractmethod
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
 from ._labels import add_labels
 from ._measurements import MEASUREMENTS, resolve_measurement
+from ._numerics.damping import DAMPING_CONSTRAINT
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._progress import phase
 from ._validation import (
@@ -57,7 +58,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
     """
 
     _parameter_constraints: dict = {
-        "damping": [Interval(Real, 0, None, closed="left")],
+        "damping": DAMPING_CONSTRAINT,
         "measurement": [StrOptions(set(MEASUREMENTS)), callable],
         "loss": [StrOptions({"auto"}), callable],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -289,13 +290,15 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             out = stream.dense(X_t, y_t, self._measurement_function(), groups.values())
         check_finite(self, out, "score", (X_t, y_t, index))
         if not by_layer:
-            return pd.DataFrame(out[0], index=index, columns=self.train_index_)
-        rows = pd.MultiIndex.from_product(
-            [list(groups), index], names=["layer", "test"]
-        )
-        return pd.DataFrame(
-            out.reshape(len(rows), -1), index=rows, columns=self.train_index_
-        )
+            frame = pd.DataFrame(out[0], index=index, columns=self.train_index_)
+        else:
+            rows = pd.MultiIndex.from_product(
+                [list(groups), index], names=["layer", "test"]
+            )
+            frame = pd.DataFrame(
+                out.reshape(len(rows), -1), index=rows, columns=self.train_index_
+            )
+        return _with_statistics(frame, stream)
 
     def _check_dense_size(self, n_rows):
         budget = get_config()["max_score_memory"]
@@ -342,7 +345,8 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         X_t, y_t, index = self._prepare_test(X_test, y_test)
         k = min(int(k), self.n_train_)
         with phase("scoring", self.verbose):
-            values, positions = self._stream().top_k(
+            stream = self._stream()
+            values, positions = stream.top_k(
                 X_t, y_t, self._measurement_function(), k, kind == "helpful"
             )
         check_finite(self, values, "top_k", (X_t, y_t, index))
@@ -357,7 +361,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         if include_labels:
             test_rows = np.repeat(np.arange(len(X_t)), k)
             top = add_labels(self, top, X_t, y_t, test_rows, positions.ravel())
-        return top
+        return _with_statistics(top, stream)
 
     def value(self, X_val, y_val):
         """Influence of each training row on the mean loss over a validation set.
@@ -372,10 +376,11 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """
         X_t, y_t, index = self._prepare_test(X_val, y_val)
         with phase("scoring", self.verbose):
-            values = self._stream().values(X_t, y_t, self._measurement_function())
+            stream = self._stream()
+            values = stream.values(X_t, y_t, self._measurement_function())
         value = pd.Series(values, index=self.train_index_, name="value")
         check_finite(self, value.to_numpy(), "value", (X_t, y_t, index))
-        return value
+        return _with_statistics(value, stream)
 
     def self_influence(self):
         """``(1/n) w_j g_j^T (H + damping I)^{-1} g_j`` for every training row.
@@ -389,13 +394,14 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """
         check_is_fitted(self)
         with phase("scoring", self.verbose):
+            stream = self._stream()
             values = pd.Series(
-                self._stream().self_influence(),
+                stream.self_influence(),
                 index=self.train_index_,
                 name="self_influence",
             )
         check_finite(self, values.to_numpy(), "self_influence")
-        return values
+        return _with_statistics(values, stream)
 
     def _candidate_scores(self, X, y, positions):
         """Dense scores (m, len(positions)) of prepared query rows against the
@@ -405,3 +411,11 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             return self._stream().candidates(
                 X, y, self._measurement_function(), torch.as_tensor(positions)
             )
+
+
+def _with_statistics(out, stream):
+    """``out`` with the call's solver statistics in ``attrs["solver"]``, if any."""
+    statistics = stream.curvature.statistics()
+    if statistics:
+        out.attrs["solver"] = statistics
+    return out

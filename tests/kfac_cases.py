@@ -182,7 +182,7 @@ def kronecker_curvature(estimator, damped=True):
         Q = torch.kron(Q_S, Q_A)
         eigenvalues = estimator.eigenvalues_[name].reshape(-1)
         if damped:
-            eigenvalues = eigenvalues + estimator.damping_[name]
+            eigenvalues = eigenvalues + estimator._l2[name] + estimator.damping_
         blocks.append(Q @ torch.diag(eigenvalues) @ Q.T)
     return torch.block_diag(*blocks)
 

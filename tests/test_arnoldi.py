@@ -87,7 +87,7 @@ def test_warns_on_negative_eigenvalues():
     "params, message",
     [
         ({"rank": 10_000}, "rank=10000 exceeds"),
-        ({"rank": 8, "n_iter": 4}, "n_iter=4"),
+        ({"rank": 8, "max_iter": 4}, "max_iter=4"),
         ({"complement": "damping", "damping": 0.0}, "complement='damping'"),
     ],
 )
@@ -106,7 +106,7 @@ def test_model_unchanged(case):
     "estimator, name",
     bad_parameter_cases(
         ArnoldiInfluence,
-        {"rank": 0, "n_iter": 0, "damping": None, "curvature": "x", "complement": 1},
+        {"rank": 0, "max_iter": 0, "damping": None, "curvature": "x", "complement": 1},
     ),
 )
 def test_bad_parameters(estimator, name):

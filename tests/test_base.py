@@ -31,7 +31,7 @@ ESTIMATORS = [
     ExactInfluence(damping=0.01),
     TracIn(),
     TRAKInfluence(projection_dim=8, random_state=0),
-    LoGraInfluence(projection_dim=2, random_state=0),
+    LoGraInfluence(factor_dim=2, random_state=0),
     SourceInfluence(learning_rates=0.1, steps=100, random_state=0),
 ]
 IDS = ["exact", "tracin", "trak", "logra", "source"]

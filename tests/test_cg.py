@@ -37,26 +37,57 @@ def test_matches_exact(case, settings):
     cg = CGInfluence(
         damping=case["damping"],
         tol=1e-10,
-        maxiter=300,
+        max_iter=300,
         dtype="float64",
         random_state=0,
         **settings,
     )
     reference = exact_scores(case, curvature=settings["curvature"])
-    assert_close(fit_scores(cg, case), reference, rtol=1e-7)
-    assert 0 < cg.n_iter_ <= 300
+    scores = fit_frame(cg, case)
+    assert_close(scores.to_numpy(), reference, rtol=1e-7)
+    solver = scores.attrs["solver"]
+    assert 0 < solver["n_iter"] <= 300
+    assert solver["max_residual"] <= 1e-10
+
+
+def fit_frame(estimator, case, n_test=5):
+    model, X, y = build(case)
+    return estimator.fit(model, X, y).score(X[:n_test], y[:n_test])
+
+
+def test_solver_statistics_leave_the_fit_unchanged():
+    # per-call statistics go on the returned objects, never on the estimator
+    case = CASES[1]
+    model, X, y = build(case)
+    cg = CGInfluence(damping=case["damping"], tol=1e-8, dtype="float64")
+    cg.fit(model, X, y)
+    before = dict(vars(cg))
+    loose = cg.set_params(tol=1e-2).score(X[:3], y[:3]).attrs["solver"]
+    tight = cg.set_params(tol=1e-8).top_k(X[:3], y[:3], k=2).attrs["solver"]
+    assert loose["n_solves"] == tight["n_solves"] == 1
+    assert loose["n_iter"] < tight["n_iter"]
+    assert tight["max_residual"] <= 1e-8 < loose["max_residual"] <= 1e-2
+    assert cg.value(X[:3], y[:3]).attrs["solver"]["n_solves"] == 1
+    # self_influence solves in the workers of n_jobs: their solves are counted
+    serial = cg.self_influence().attrs["solver"]
+    parallel = cg.set_params(n_jobs=2, batch_size=4).self_influence()
+    parallel = parallel.attrs["solver"]
+    assert serial["n_solves"] >= 1
+    assert parallel["n_solves"] >= 2
+    after = vars(cg)
+    assert set(after) == set(before)
+    assert all(after[k] is before[k] for k in before if k.endswith("_"))
 
 
 def test_low_rank_preconditioner_saves_iterations():
     case = CASES[1]  # condition number about 200
     kwargs = {"damping": case["damping"], "tol": 1e-8, "dtype": "float64"}
-    plain = CGInfluence(**kwargs)
-    fit_scores(plain, case)
+    plain = fit_frame(CGInfluence(**kwargs), case)
     preconditioned = CGInfluence(
         **kwargs, preconditioner="lowrank", preconditioner_rank=5, random_state=0
     )
-    fit_scores(preconditioned, case)
-    assert preconditioned.n_iter_ < plain.n_iter_
+    preconditioned = fit_frame(preconditioned, case)
+    assert preconditioned.attrs["solver"]["n_iter"] < plain.attrs["solver"]["n_iter"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -90,7 +121,7 @@ def test_kronecker_preconditioner_needs_damping():
 def test_self_influence_value_and_layers_match_exact():
     case = CASES[0]
     model, X, y = build(case)
-    cg = CGInfluence(damping=case["damping"], tol=1e-10, maxiter=300, dtype="float64")
+    cg = CGInfluence(damping=case["damping"], tol=1e-10, max_iter=300, dtype="float64")
     exact = ExactInfluence(damping=case["damping"]).fit(model, X, y)
     cg.fit(model, X, y)
     assert_close(cg.self_influence(), exact.self_influence(), rtol=1e-6)
@@ -103,7 +134,7 @@ def test_damping_auto_is_a_tenth_of_the_mean_eigenvalue():
     case = CASES[1]
     model, X, y = build(case)
     cg = CGInfluence(
-        damping="auto", tol=1e-10, maxiter=300, dtype="float64", random_state=0
+        damping="auto", tol=1e-10, max_iter=300, dtype="float64", random_state=0
     ).fit(model, X, y)
     eigenvalues = ExactInfluence(damping=1.0).fit(model, X, y).eigenvalues_
     expected = 0.1 * float(eigenvalues.mean())
@@ -146,15 +177,17 @@ def test_subsampled_hessian_is_reproducible_and_close():
 
 def test_warns_when_not_converged():
     case = CASES[0]
-    with pytest.warns(ConvergenceWarning, match=r"maxiter=2 for \d+ of 5 rows"):
-        fit_scores(CGInfluence(damping=case["damping"], maxiter=2), case)
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=2 for \d+ of 5 rows"):
+        fit_scores(CGInfluence(damping=case["damping"], max_iter=2), case)
 
 
 def test_warns_on_negative_curvature():
     case = CASES[0]  # smallest Hessian eigenvalue about -0.07
     with pytest.warns(NotPositiveDefiniteWarning, match="damping=0.*curvature='ggn'"):
         fit_scores(
-            CGInfluence(damping=0.0, curvature="hessian", maxiter=200, dtype="float64"),
+            CGInfluence(
+                damping=0.0, curvature="hessian", max_iter=200, dtype="float64"
+            ),
             case,
         )
 
@@ -169,7 +202,7 @@ def test_model_unchanged(case):
     bad_parameter_cases(
         CGInfluence,
         {
-            "maxiter": 0,
+            "max_iter": 0,
             "tol": 0.0,
             "preconditioner": "jacobi",
             "preconditioner_rank": 0,
@@ -186,7 +219,7 @@ def test_bad_parameters(estimator, name):
 
 def test_verbose_shows_progress(capsys):
     case = CASES[0]
-    fit_scores(CGInfluence(damping=case["damping"], maxiter=3, verbose=1), case)
+    fit_scores(CGInfluence(damping=case["damping"], max_iter=3, verbose=1), case)
     assert "conjugate gradient" in capsys.readouterr().err
 
 

@@ -122,12 +122,18 @@ def test_damping_auto_and_l2():
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
     mlp = MLPClassifier((5,), alpha=0.3, max_iter=500, random_state=0).fit(X, y)
     est = KFACInfluence(random_state=0, dtype="float64").fit(mlp, X, y)
+    trace = 0.0
     for name, eigenvalues in est.eigenvalues_.items():
         d_in = eigenvalues.shape[1]
         l2 = 0.3 / 60 * (d_in - 1) / d_in  # weights only, not the bias column
-        assert est.damping_[name] == pytest.approx(0.1 * float(eigenvalues.mean()) + l2)
+        assert est._l2[name] == pytest.approx(l2)
+        trace += float(eigenvalues.sum()) + eigenvalues.numel() * l2
+    # one lambda: a tenth of the mean eigenvalue over all the parameters
+    assert isinstance(est.damping_, float)
+    assert est.damping_ == pytest.approx(0.1 * trace / est.n_params_)
     fixed = KFACInfluence(damping=0.2, random_state=0).fit(mlp, X, y)
-    assert fixed.damping_["layer1"] == pytest.approx(0.2 + 0.3 / 60 * 5 / 6)
+    assert fixed.damping_ == 0.2
+    assert fixed._l2["layer1"] == pytest.approx(0.3 / 60 * 5 / 6)
 
 
 def test_sklearn_mlp_correlates_with_exact():

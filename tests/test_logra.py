@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from dataval import EKFACInfluence, KFACInfluence, LoGraInfluence
 
-# (curvature, the estimator it reduces to, a projection_dim that projects nothing)
+# (curvature, the estimator it reduces to, a factor_dim that projects nothing)
 IDENTITY = [(False, KFACInfluence, None), (True, EKFACInfluence, 100)]
 
 
@@ -31,13 +31,11 @@ ALTERNATING_IDS = [f"{case['id']}-{kind[0]}" for case, kind in ALTERNATING]
 
 @pytest.mark.parametrize("case, kind", ALTERNATING, ids=ALTERNATING_IDS)
 def test_identity_projections_give_kfac(case, kind):
-    curvature, reference, projection_dim = kind
+    curvature, reference, factor_dim = kind
     module, X, y = build(case, n=10)
     params = dict(damping=0.1, fisher="ggn", dtype="float64", batch_size=4)
     expected = reference(**params).fit(module, X, y).score(X[:3], y[:3])
-    logra = LoGraInfluence(
-        projection_dim=projection_dim, eigenvalue_correction=curvature
-    )
+    logra = LoGraInfluence(factor_dim=factor_dim, eigenvalue_correction=curvature)
     logra.set_params(**params).fit(module, X, y)
     assert all(P == (None, None) for P in logra.projections_.values())
     np.testing.assert_allclose(
@@ -50,7 +48,7 @@ def test_scores_are_the_equation_on_projected_full_gradients(case, kind):
     curvature = kind[0]
     module, X, y = build(case, n=10)
     logra = LoGraInfluence(
-        projection_dim=2,
+        factor_dim=2,
         eigenvalue_correction=curvature,
         damping=0.1,
         fisher="ggn",
@@ -82,9 +80,7 @@ def test_kfac_factors_project(case):
     module, X, y = build(case, n=10)
     params = dict(fisher="ggn", dtype="float64", batch_size=4)
     kfac = KFACInfluence(**params).fit(module, X, y)
-    logra = LoGraInfluence(
-        projection_dim=2, eigenvalue_correction=False, random_state=1
-    )
+    logra = LoGraInfluence(factor_dim=2, eigenvalue_correction=False, random_state=1)
     logra.set_params(**params).fit(module, X, y)
     P = _projection(logra)
     torch.testing.assert_close(
@@ -96,7 +92,7 @@ def test_kfac_factors_project(case):
 def test_projections_are_seeded():
     module, X, y = build(CASES[0])
     first, second, other = (
-        LoGraInfluence(projection_dim=3, random_state=seed).fit(module, X, y)
+        LoGraInfluence(factor_dim=3, random_state=seed).fit(module, X, y)
         for seed in (0, 0, 1)
     )
     assert torch.equal(first.projections_["0"][1], second.projections_["0"][1])
@@ -108,7 +104,7 @@ def test_projections_are_seeded():
 @pytest.mark.parametrize(
     "params, match",
     [
-        (dict(projection_dim=0), "projection_dim"),
+        (dict(factor_dim=0), "factor_dim"),
         (dict(eigenvalue_correction="yes"), "eigenvalue_correction"),
     ],
 )

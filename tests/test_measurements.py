@@ -63,7 +63,7 @@ MEASUREMENT_IDS = ["loss", "margin", "log_prob", "callable"]
 DENSE_GGN = [
     lambda m: ExactInfluence(damping=DAMPING, measurement=m, curvature="ggn"),
     lambda m: CGInfluence(
-        damping=DAMPING, measurement=m, curvature="ggn", tol=1e-12, maxiter=500
+        damping=DAMPING, measurement=m, curvature="ggn", tol=1e-12, max_iter=500
     ),
     lambda m: TRAKInfluence(projection_dim=None, damping=DAMPING, measurement=m),
 ]
@@ -182,7 +182,7 @@ ALL_ESTIMATORS = [
     EKFACInfluence(random_state=0),
     TracIn(),
     TRAKInfluence(projection_dim=16, random_state=0),
-    LoGraInfluence(projection_dim=3, random_state=0),
+    LoGraInfluence(factor_dim=3, random_state=0),
     SourceInfluence(random_state=0),
 ]
 

@@ -250,7 +250,14 @@ def test_every_estimator_weights_the_training_rows(cls):
     w[[3, 17]] = 0.0
     model = LinearRegression().fit(X, y, sample_weight=w)
     before = _sklearn_state(model)
-    wanted = dict(projection_dim=None, fisher="ggn", damping=0.05, maxiter=200, rank=4)
+    wanted = dict(
+        projection_dim=None,
+        factor_dim=None,
+        fisher="ggn",
+        damping=0.05,
+        max_iter=200,
+        rank=4,
+    )
     valid = cls().get_params()
     params = {k: v for k, v in wanted.items() if k in valid}
 

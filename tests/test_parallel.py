@@ -21,8 +21,9 @@ COMMON = {
     "curvature": "ggn",
     "rank": 8,
     "depth": 5,
-    "maxiter": 10,
+    "max_iter": 10,
     "projection_dim": 32,
+    "factor_dim": 32,
 }
 # LiSSA draws random batches in every solve; self_influence solves in the
 # workers, which draw different ones than a serial run (same distribution)

@@ -59,7 +59,12 @@ def test_saved_file_loads_without_code(fitted):
     payload = torch.load(buffer, weights_only=True)
     assert payload["estimator"] == "ExactInfluence"
     assert payload["params"]["damping"] == 0.5
-    assert set(payload["state"]) == {"curvature_", "eigenvalues_", "_eigenvectors"}
+    assert set(payload["state"]) == {
+        "curvature_",
+        "damping_",
+        "eigenvalues_",
+        "_eigenvectors",
+    }
 
 
 def test_fitting_and_scoring_write_nothing(fitted, tmp_path, monkeypatch):

@@ -47,7 +47,7 @@ def _data(n=200):
 def test_one_bar_per_phase(estimator, bars):
     X, y = _data()
     model = MLPClassifier((8,), max_iter=300, random_state=0).fit(X, y)
-    params = {"maxiter": 5} if estimator is CGInfluence else {}
+    params = {"max_iter": 5, "damping": 0.1} if estimator is CGInfluence else {}
     fitted = estimator(verbose=1, batch_size=32, **params).fit(model, X, y)
     fitted.top_k(X[:40], y[:40], k=3)
     # CG's fit makes no pass over the data with a fixed damping: no bar

@@ -137,14 +137,14 @@ def test_kronecker_approximates_the_exact_ggn_influence_on_a_transformer(estimat
 def test_logra_over_the_transformer_layers():
     module, X, y = build(case("causal_lm"), n=12)
     ekfac = EKFACInfluence(dtype="float64", random_state=0).fit(module, X, y)
-    logra = LoGraInfluence(projection_dim=None, dtype="float64", random_state=0)
+    logra = LoGraInfluence(factor_dim=None, dtype="float64", random_state=0)
     np.testing.assert_allclose(
         logra.fit(module, X, y).score(X[:3], y[:3]).to_numpy(),
         ekfac.score(X[:3], y[:3]).to_numpy(),
         rtol=1e-6,
         atol=1e-9,
     )
-    small = LoGraInfluence(projection_dim=2, random_state=0).fit(module, X, y)
+    small = LoGraInfluence(factor_dim=2, random_state=0).fit(module, X, y)
     assert small.layers_ == ["query", "key", "value", "out", "head"]
     assert small.score(X[:3], y[:3]).shape == (3, 12)
 

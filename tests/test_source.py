@@ -41,7 +41,7 @@ def test_scores_are_the_closed_form_with_dense_matrices(case):
     states = _sgd_states(module, X, y, n_states=3)
     rates, steps = np.array([0.3, 0.2, 0.1]), np.array([5, 20, 10])
     source = SourceInfluence(
-        checkpoints=states,
+        segments=states,
         learning_rates=list(rates),
         steps=list(steps),
         damping=0.05,
@@ -107,7 +107,7 @@ def test_segments_follow_true_unrolled_gradient_descent():
     module.load_state_dict(states[-1])
     params = dict(loss=_squared_error, dtype="float64")
     source = SourceInfluence(
-        checkpoints=states,
+        segments=states,
         learning_rates=lr,
         steps=n_steps / n_states,
         damping=1e-8,
@@ -139,4 +139,4 @@ def test_bad_segments(params, match):
     module, X, y = build(CASES[0], n=10)
     states = _sgd_states(module, X, y, n_states=3, every=1)
     with pytest.raises(ValueError, match=match):
-        SourceInfluence(checkpoints=states, **params).fit(module, X, y)
+        SourceInfluence(segments=states, **params).fit(module, X, y)

@@ -152,17 +152,17 @@ def test_ensemble_averages_the_checkpoints(trained_mlp):
     module, X, y, X_test, y_test = trained_mlp
     late = {k: v.clone() for k, v in module.state_dict().items()}
     early = {k: v * 0.5 for k, v in late.items()}
-    params = dict(projection_dim=20, random_state=0, dtype="float64")
-    both = TRAKInfluence(checkpoints=[early, late], **params).fit(module, X, y)
+    params = dict(damping=1e-3, projection_dim=20, random_state=0, dtype="float64")
+    both = TRAKInfluence(ensemble=[early, late], **params).fit(module, X, y)
     each = [
-        TRAKInfluence(checkpoints=[state], **params)
+        TRAKInfluence(ensemble=[state], **params)
         .fit(module, X, y)
         .score(X_test, y_test)
         for state in (early, late)
     ]
     scores = both.score(X_test, y_test)
     np.testing.assert_allclose(scores, (each[0] + each[1]) / 2, rtol=1e-5, atol=1e-9)
-    assert both.n_checkpoints_ == 2 and both.eigenvalues_.shape == (2, 20)
+    assert both.n_models_ == 2 and both.eigenvalues_.shape == (2, 20)
     layers = both.score(X_test, y_test, by_layer=True)
     assert list(layers.index.get_level_values("layer").unique()) == ["projected"]
     np.testing.assert_allclose(layers.droplevel("layer"), scores, rtol=1e-5, atol=1e-9)
@@ -174,7 +174,7 @@ def test_ensemble_averages_the_checkpoints(trained_mlp):
         (dict(projection_dim=0), "projection_dim"),
         (dict(projection_dim=2.5), "projection_dim"),
         (dict(random_state="seed"), "random_state"),
-        (dict(checkpoints="model.pt"), "checkpoints"),
+        (dict(ensemble="model.pt"), "ensemble"),
     ],
 )
 def test_bad_parameters(params, match, iris):

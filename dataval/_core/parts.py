@@ -132,6 +132,10 @@ class Curvature:
         """Rows of ``G`` (m, p) times ``(H + damping I)^{-1}``, shape (m, p)."""
         raise NotImplementedError
 
+    def statistics(self):
+        """What the solves of this object reported (iterative solvers), or ``{}``."""
+        return {}
+
 
 class Scaled(Curvature):
     """A diagonal in place of the inverse curvature: rows times ``scales`` (p,).
@@ -148,20 +152,44 @@ class Scaled(Curvature):
         return G * self.scales
 
 
+class SolveLog(list):
+    """The statistics of a public call's solves, one dict per solve.
+
+    Shared, not copied, by the worker copies of one call's stream (threads
+    append to one list); a process worker's solves stay in its process.
+    """
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 class Solver(Curvature):
-    """An iterative solve, ``solve(G) -> (H + damping I)^{-1} G`` row by row.
+    """An iterative solve, ``solve(G) -> ((H + damping I)^{-1} G, statistics)``.
 
     Each call costs passes over the training data whatever the number of
-    rows: the core solves many rows at once.
+    rows: the core solves many rows at once. ``statistics`` (a dict of
+    numbers, e.g. iterations and residual) of every solve are summarized by
+    :meth:`statistics`: the number of solves and the largest of each figure.
     """
 
     solves_in_chunks = True
 
     def __init__(self, solve):
-        self.solve = solve
+        self.solve, self.log = solve, SolveLog()
 
     def apply_inverse(self, G):
-        return self.solve(G)
+        X, statistics = self.solve(G)
+        self.log.append(statistics)
+        return X
+
+    def statistics(self):
+        if not self.log:
+            return {}
+        keys = self.log[0]
+        return {
+            "n_solves": len(self.log),
+            **{key: max(solve[key] for solve in self.log) for key in keys},
+        }
 
 
 class BlockDiagonal(Curvature):

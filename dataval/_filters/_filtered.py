@@ -95,7 +95,7 @@ class FilteredEstimator(MetaEstimatorMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator, filter=None, verbose=0):
+    def __init__(self, estimator, *, filter=None, verbose=0):
         self.estimator = estimator
         self.filter = filter
         self.verbose = verbose

@@ -306,6 +306,7 @@ class MislabelFilter(BaseEstimator):
 
     def __init__(
         self,
+        *,
         influence=None,
         estimator=None,
         method="auto",

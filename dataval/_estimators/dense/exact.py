@@ -9,6 +9,7 @@ from ..._base import BaseInfluence
 from ..._core.stream import working_bytes
 from ..._finite import check_finite
 from ..._numerics.curvature import resolve_curvature
+from ..._numerics.damping import resolve_damping
 from ..._numerics.operator import curvature_product
 from ..._numerics.spectral import (
     Eigenbasis,
@@ -31,10 +32,14 @@ class ExactInfluence(BaseInfluence):
 
     Parameters
     ----------
-    damping : float, default=1e-3
-        ``lambda`` added to the curvature's diagonal. Must make ``H + lambda I``
-        positive definite for the result to mean anything (a warning says
-        when it does not).
+    damping : "auto" or float, default="auto"
+        ``lambda`` added to the curvature's diagonal. ``"auto"`` uses 0.1
+        times the mean eigenvalue ``trace(H) / p`` of the curvature (exact
+        here; the same rule on every estimator, see :ref:`damping`). Must make
+        ``H + lambda I`` positive definite for the result to mean anything (a
+        warning says when it does not). Pass ``damping=0`` (or a small
+        number) for the leave-one-out influence of a convex model with an L2
+        term. The value used is ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         What the influence is *on*: the query row's loss, its margin (target
         logit minus the largest other logit), the log-probability of its
@@ -42,13 +47,6 @@ class ExactInfluence(BaseInfluence):
         ``f(output, target)`` returning one value per row. Only the query
         side changes; ``influence[i, j]`` estimates ``f_i(theta without j) -
         f_i(theta)``. See :ref:`measurements`.
-    curvature : {"auto", "hessian", "ggn"}, default="auto"
-        The Hessian of the objective, or its generalized Gauss-Newton matrix
-        ``J^T H_out J`` (positive semi-definite for convex losses).
-        ``"auto"``: the Hessian for a model whose only parameters are one
-        linear layer (scikit-learn's linear models, where the two coincide),
-        the Gauss-Newton matrix for any other model (networks: their Hessian
-        is indefinite where they fit noisy labels).
     loss : "auto" or callable, default="auto"
         For torch modules: ``"auto"`` is cross-entropy for integer targets and
         squared error for float targets; a callable ``loss(output, target)``
@@ -64,8 +62,6 @@ class ExactInfluence(BaseInfluence):
         gradients, curvature-vector products); ``None`` means float64.
         ``"bfloat16"`` or ``"float16"`` run them in mixed precision: the
         curvature, its solve and the scores are then float32.
-    max_params : int, default=20000
-        Refuse models with more trainable parameters than this.
     verbose : int, default=0
         Show progress bars when positive.
     n_jobs : int, default=None
@@ -73,11 +69,23 @@ class ExactInfluence(BaseInfluence):
         threads unless a ``joblib.parallel_config`` picks another backend,
         e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
         processors. See :doc:`/scaling`.
+    curvature : {"auto", "hessian", "ggn"}, default="auto"
+        The Hessian of the objective, or its generalized Gauss-Newton matrix
+        ``J^T H_out J`` (positive semi-definite for convex losses).
+        ``"auto"``: the Hessian for a model whose only parameters are one
+        linear layer (scikit-learn's linear models, where the two coincide),
+        the Gauss-Newton matrix for any other model (networks: their Hessian
+        is indefinite where they fit noisy labels).
+    max_params : int, default=20000
+        Refuse models with more trainable parameters than this.
 
     Attributes
     ----------
     curvature_ : str
         The curvature used: ``"hessian"`` or ``"ggn"``.
+    damping_ : float
+        The ``lambda`` of ``(H + lambda I)^{-1}``: ``damping``, or the
+        ``"auto"`` value.
     eigenvalues_ : torch.Tensor of shape (n_params,)
         Eigenvalues of the undamped curvature, ascending.
     n_train_ : int
@@ -116,31 +124,32 @@ class ExactInfluence(BaseInfluence):
         "max_params": [Interval(Integral, 1, None, closed="left")],
     }
     _default_dtype = torch.float64
-    _saved_state = ("curvature_", "eigenvalues_", "_eigenvectors")
+    _saved_state = ("curvature_", "damping_", "eigenvalues_", "_eigenvectors")
 
     def __init__(
         self,
-        damping=1e-3,
+        *,
+        damping="auto",
         measurement="loss",
-        curvature="auto",
         loss="auto",
         batch_size=256,
         device="auto",
         dtype=None,
-        max_params=20_000,
         verbose=0,
         n_jobs=None,
+        curvature="auto",
+        max_params=20_000,
     ):
         self.damping = damping
         self.measurement = measurement
-        self.curvature = curvature
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
         self.dtype = dtype
-        self.max_params = max_params
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.curvature = curvature
+        self.max_params = max_params
 
     def _fit_curvature(self):
         self.curvature_ = resolve_curvature(self.curvature, self.model_)
@@ -152,7 +161,13 @@ class ExactInfluence(BaseInfluence):
         eigenvalues, eigenvectors = symmetric_eigh(H)
         self.eigenvalues_ = eigenvalues
         self._eigenvectors = eigenvectors  # (p, p), columns
-        warn_if_not_positive_definite(eigenvalues, self.damping, self.curvature_)
+        self.damping_ = resolve_damping(
+            self.damping,
+            lambda: eigenvalues.mean(),
+            f"trace(H) / p for curvature={self.curvature_!r}",
+            ", or use curvature='ggn' (positive semi-definite)",
+        )
+        warn_if_not_positive_definite(eigenvalues, self.damping_, self.curvature_)
 
     def _hessian(self):
         """The dense (p, p) Hessian, by blocks of Hessian-vector products."""
@@ -190,7 +205,7 @@ class ExactInfluence(BaseInfluence):
         return G / self.n_train_ + torch.diag(model.l2.to(self.dtype_))
 
     def _curvature(self):
-        return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping))
+        return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping_))
 
 
 def dense_size_message(n_params, limit, name):

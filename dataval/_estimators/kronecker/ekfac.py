@@ -31,10 +31,10 @@ class EKFACInfluence(KFACInfluence):
     Parameters
     ----------
     damping : "auto" or float, default="auto"
-        ``lambda`` added to each layer's eigenvalues; ``"auto"`` is 0.1 times
-        the layer's mean corrected eigenvalue. The model's L2 term is added
-        on top (see ``damping_``).
-    measurement, fisher, layers, query_rank, loss, batch_size, device, dtype, random_state, verbose, n_jobs
+        ``lambda`` added to every layer's eigenvalues; ``"auto"`` is 0.1 times
+        the mean corrected eigenvalue over all selected parameters. The
+        model's L2 term is added on top (see ``damping_``).
+    measurement, loss, batch_size, device, dtype, random_state, verbose, n_jobs, fisher, layers, query_rank
         As in :class:`KFACInfluence`.
 
     Attributes
@@ -43,8 +43,9 @@ class EKFACInfluence(KFACInfluence):
         The layers the influence is computed over.
     eigenvalues_ : dict of str to torch.Tensor of shape (d_out, d_in)
         Corrected eigenvalues of each layer's curvature, undamped.
-    damping_ : dict of str to float
-        What is added to each layer's eigenvalues.
+    damping_ : float
+        The ``lambda`` added to every layer's eigenvalues, as in
+        :class:`KFACInfluence`.
     n_train_ : int
         Number of training rows.
     n_params_ : int

@@ -11,6 +11,7 @@ from ..._core.parts import Scaled
 from ..._core.stream import working_bytes
 from ..._finite import check_finite
 from ..._layers import select_layers
+from ..._numerics.damping import resolve_damping
 from ..._numerics.seeding import draw_seed, torch_generator
 from ..._numerics.spectral import psd_eigh
 from .fisher import check_fisher, output_vectors
@@ -20,9 +21,6 @@ from .signals import (
     capture_signals,
     rotate,
 )
-
-# fraction of the mean curvature eigenvalue used by damping="auto"
-_AUTO_DAMPING = 0.1
 
 
 class KFACInfluence(BaseInfluence):
@@ -48,14 +46,33 @@ class KFACInfluence(BaseInfluence):
     Parameters
     ----------
     damping : "auto" or float, default="auto"
-        ``lambda`` added to each layer's curvature eigenvalues. ``"auto"``
-        uses 0.1 times the layer's mean eigenvalue (Grosse et al., 2023).
-        The model's own L2 regularizer (e.g. an ``MLPClassifier``'s
-        ``alpha``) is part of the objective's curvature and is added on top,
-        as its mean over the layer's parameters. The values used are in
-        ``damping_``.
+        ``lambda`` added to every layer's curvature eigenvalues. ``"auto"``
+        uses 0.1 times the mean eigenvalue of the Kronecker-factored
+        curvature over all selected parameters (the rule of every estimator,
+        see :ref:`damping`). The model's own L2 regularizer (e.g. an
+        ``MLPClassifier``'s ``alpha``) is part of the objective's curvature
+        and is added on top, as its mean over each layer's parameters. The
+        value used is ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
+    loss : "auto" or callable, default="auto"
+        As in :class:`ExactInfluence`.
+    batch_size : int, default=256
+        Rows per forward and backward pass.
+    device : "auto", str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : None, str or torch.dtype, default=None
+        Floating dtype of the computation; ``None`` means float32.
+        Eigendecompositions are computed in float64.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the targets sampled by ``fisher="true"``.
+    verbose : int, default=0
+        Show progress bars when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
     fisher : {"true", "empirical", "ggn"}, default="true"
         What ``S`` collects. ``"true"``: gradients at targets sampled from the
         model's predictive distribution (seeded by ``random_state``; Gaussian
@@ -77,24 +94,6 @@ class KFACInfluence(BaseInfluence):
         even when the raw test gradient has rank 1 (a Linear layer without
         positions), so the error falls with the rank but is not zero before
         ``min(d_out, d_in)``. ``None`` keeps them whole.
-    loss : "auto" or callable, default="auto"
-        As in :class:`ExactInfluence`.
-    batch_size : int, default=256
-        Rows per forward and backward pass.
-    device : "auto", str or torch.device, default="auto"
-        Where to compute; ``"auto"`` picks CUDA when available.
-    dtype : None, str or torch.dtype, default=None
-        Floating dtype of the computation; ``None`` means float32.
-        Eigendecompositions are computed in float64.
-    random_state : int, RandomState instance or None, default=None
-        Seed of the targets sampled by ``fisher="true"``.
-    verbose : int, default=0
-        Show progress bars when positive.
-    n_jobs : int, default=None
-        Workers scoring slices of the training set in parallel (joblib;
-        threads unless a ``joblib.parallel_config`` picks another backend,
-        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
-        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -103,9 +102,12 @@ class KFACInfluence(BaseInfluence):
     eigenvalues_ : dict of str to torch.Tensor of shape (d_out, d_in)
         Each layer's curvature eigenvalues in its Kronecker eigenbasis
         (``d_in`` includes the bias column), undamped.
-    damping_ : dict of str to float
-        What is added to each layer's eigenvalues: the damping plus the
-        model's L2 coefficient.
+    damping_ : float
+        The ``lambda`` added to every layer's eigenvalues (``damping``, or the
+        ``"auto"`` value: 0.1 times the mean eigenvalue over all the selected
+        parameters, the L2 term included). Each layer's eigenvalues are also
+        shifted by the mean of the model's L2 coefficient over its
+        parameters, a part of the curvature.
     n_train_ : int
         Number of training rows.
     n_params_ : int
@@ -138,6 +140,7 @@ class KFACInfluence(BaseInfluence):
 
     _parameter_constraints = {
         **BaseInfluence._parameter_constraints,
+        # a positive damping: Kronecker eigenvalues can be exactly 0
         "damping": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "fisher": [StrOptions({"true", "empirical", "ggn"})],
         "layers": [None, list, tuple],
@@ -151,17 +154,16 @@ class KFACInfluence(BaseInfluence):
         "_factor_eigenvalues",
         "eigenvalues_",
         "damping_",
+        "_l2",
     )
     #: whether a second pass refits the eigenvalues (EK-FAC)
     _corrects_eigenvalues = False
 
     def __init__(
         self,
+        *,
         damping="auto",
         measurement="loss",
-        fisher="true",
-        layers=None,
-        query_rank=None,
         loss="auto",
         batch_size=256,
         device="auto",
@@ -169,12 +171,12 @@ class KFACInfluence(BaseInfluence):
         random_state=None,
         verbose=0,
         n_jobs=None,
+        fisher="true",
+        layers=None,
+        query_rank=None,
     ):
         self.damping = damping
         self.measurement = measurement
-        self.fisher = fisher
-        self.layers = layers
-        self.query_rank = query_rank
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
@@ -182,6 +184,9 @@ class KFACInfluence(BaseInfluence):
         self.random_state = random_state
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.fisher = fisher
+        self.layers = layers
+        self.query_rank = query_rank
 
     # ------------------------------------------------------------- fitting
     def _fit_curvature(self):
@@ -198,19 +203,37 @@ class KFACInfluence(BaseInfluence):
             )
         finally:
             del self._generator
-        # the model's L2 coefficients, as {parameter name: tensor}
-        l2 = self.model_.unflatten(self.model_.l2)
-        self.damping_ = {}
-        for layer in self._layer_list:
-            eigenvalues = self.eigenvalues_[layer.name]
-            coefficients = [l2[name].reshape(-1) for name in layer.parameter_names]
-            mean_l2 = float(torch.cat(coefficients).mean())
-            damping = (
-                _AUTO_DAMPING * float(eigenvalues.mean())
-                if self.damping == "auto"
-                else float(self.damping)
+        self._resolve_damping()
+
+    def _resolve_damping(self):
+        """``damping_`` (one float) and ``_l2``: each layer's mean L2 coefficient.
+
+        The model's L2 term is part of the objective's curvature: each layer's
+        eigenvalues are shifted by its mean over the layer's parameters, then
+        by ``damping_``.
+        """
+        l2 = self.model_.unflatten(self.model_.l2)  # {parameter name: tensor}
+        self._l2 = {
+            layer.name: float(
+                torch.cat(
+                    [l2[name].reshape(-1) for name in layer.parameter_names]
+                ).mean()
             )
-            self.damping_[layer.name] = damping + mean_l2
+            for layer in self._layer_list
+        }
+
+        def mean_eigenvalue():
+            trace = sum(
+                float(values.sum()) + values.numel() * self._l2[name]
+                for name, values in self.eigenvalues_.items()
+            )
+            return trace / self.n_params_
+
+        self.damping_ = resolve_damping(
+            self.damping,
+            mean_eigenvalue,
+            "the mean eigenvalue of the Kronecker-factored curvature",
+        )
 
     def _select_layers(self):
         """The layers whose signals ``capture`` records (``Layer`` objects)."""
@@ -304,7 +327,7 @@ class KFACInfluence(BaseInfluence):
     # ------------------------------------------------------------ the parts
     def _damped(self, name):
         """Layer ``name``'s damped eigenvalues (d_out, d_in)."""
-        return self.eigenvalues_[name] + self.damping_[name]
+        return self.eigenvalues_[name] + self._l2[name] + self.damping_
 
     def _featurizer(self, rotated=True):
         """Layer signals, in the Kronecker eigenbases (or, ``rotated=False``,

@@ -60,7 +60,7 @@ class LoGraInfluence(EKFACInfluence):
     ``P_in a`` and ``P_out g``, with seeded random matrices whose rows are
     orthonormal (Choe et al., 2024, "What is your data worth to GPT?"). The
     layer's projected per-sample gradient ``P_out G P_in^T`` (at most
-    ``projection_dim x projection_dim``) is formed from the projected signals,
+    ``factor_dim x factor_dim``) is formed from the projected signals,
     never from the full gradient ``G``, and the influence equation is solved in
     the projected space with a K-FAC or EK-FAC curvature fitted to the
     projected signals::
@@ -72,7 +72,7 @@ class LoGraInfluence(EKFACInfluence):
     factors ``P_out S P_out^T`` and ``P_in A P_in^T``. As ``P`` has orthonormal
     rows, ``P (C + damping I) P^T = P C P^T + damping I``: the damping and the
     model's L2 term keep their meaning. A side of a layer at most
-    ``projection_dim`` wide is not projected, so with ``projection_dim=None``
+    ``factor_dim`` wide is not projected, so with ``factor_dim=None``
     or at least every layer's width the result is :class:`KFACInfluence`
     (``eigenvalue_correction=False``) or :class:`EKFACInfluence` (``True``).
 
@@ -82,23 +82,10 @@ class LoGraInfluence(EKFACInfluence):
 
     Parameters
     ----------
-    projection_dim : int or None, default=64
-        Projected width of each layer's inputs (bias coordinate included) and
-        of its output gradients. ``None`` projects nothing.
-    eigenvalue_correction : bool, default=True
-        The curvature in the projected space: K-FAC's eigenbases with
-        eigenvalues refitted to the projected gradients (EK-FAC), or with
-        ``False`` plain K-FAC.
     damping : "auto" or float, default="auto"
         As in :class:`KFACInfluence`, in the projected space.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
-    fisher : {"true", "empirical", "ggn"}, default="true"
-        As in :class:`KFACInfluence`.
-    layers : list of str, default=None
-        As in :class:`KFACInfluence`.
-    query_rank : int, default=None
-        As in :class:`KFACInfluence`.
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -109,10 +96,26 @@ class LoGraInfluence(EKFACInfluence):
         Floating dtype; ``None`` means float32.
     random_state : int, RandomState instance or None, default=None
         Seeds the projections and the targets sampled by ``fisher="true"``.
-    n_jobs : int, default=None
-        As in :class:`KFACInfluence`.
     verbose : int, default=0
         Show progress bars when positive.
+    n_jobs : int, default=None
+        As in :class:`KFACInfluence`.
+    fisher : {"true", "empirical", "ggn"}, default="true"
+        As in :class:`KFACInfluence`.
+    layers : list of str, default=None
+        As in :class:`KFACInfluence`.
+    query_rank : int, default=None
+        As in :class:`KFACInfluence`.
+    factor_dim : int or None, default=64
+        Projected width of each Kronecker factor: of each layer's inputs
+        (bias coordinate included) and, separately, of its output gradients,
+        so a layer's projected gradient has ``factor_dim^2`` entries (not
+        :class:`TRAKInfluence`'s ``projection_dim``, the size of the whole
+        projected gradient). ``None`` projects nothing.
+    eigenvalue_correction : bool, default=True
+        The curvature in the projected space: K-FAC's eigenbases with
+        eigenvalues refitted to the projected gradients (EK-FAC), or with
+        ``False`` plain K-FAC.
 
     Attributes
     ----------
@@ -123,8 +126,9 @@ class LoGraInfluence(EKFACInfluence):
         The layers the influence is computed over.
     eigenvalues_ : dict of str to torch.Tensor of shape (k_out, k_in)
         Each layer's curvature eigenvalues in the projected space, undamped.
-    damping_ : dict of str to float
-        What is added to each layer's eigenvalues.
+    damping_ : float
+        The ``lambda`` added to every layer's eigenvalues, as in
+        :class:`KFACInfluence` (in the projected space).
     n_train_ : int
         Number of training rows.
     n_params_ : int
@@ -146,7 +150,7 @@ class LoGraInfluence(EKFACInfluence):
     >>> mlp = MLPClassifier(
     ...     (16,), solver="lbfgs", alpha=1.0, max_iter=2000, random_state=0
     ... ).fit(X, y)
-    >>> logra = LoGraInfluence(projection_dim=4, random_state=0).fit(mlp, X, y)
+    >>> logra = LoGraInfluence(factor_dim=4, random_state=0).fit(mlp, X, y)
     >>> logra.eigenvalues_["layer0"].shape
     torch.Size([4, 4])
     >>> logra.score(X[:3], y[:3]).shape
@@ -155,44 +159,43 @@ class LoGraInfluence(EKFACInfluence):
 
     _parameter_constraints = {
         **EKFACInfluence._parameter_constraints,
-        "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
+        "factor_dim": [None, Interval(Integral, 1, None, closed="left")],
         "eigenvalue_correction": ["boolean"],
     }
     _saved_state = EKFACInfluence._saved_state + ("projections_",)
 
     def __init__(
         self,
-        projection_dim=64,
-        eigenvalue_correction=True,
+        *,
         damping="auto",
         measurement="loss",
-        fisher="true",
-        layers=None,
-        query_rank=None,
         loss="auto",
         batch_size=256,
         device="auto",
         dtype=None,
         random_state=None,
-        n_jobs=None,
         verbose=0,
+        n_jobs=None,
+        fisher="true",
+        layers=None,
+        query_rank=None,
+        factor_dim=64,
+        eigenvalue_correction=True,
     ):
-        self.projection_dim = projection_dim
+        self.damping = damping
+        self.measurement = measurement
+        self.loss = loss
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.n_jobs = n_jobs
+        self.fisher = fisher
+        self.layers = layers
+        self.query_rank = query_rank
+        self.factor_dim = factor_dim
         self.eigenvalue_correction = eigenvalue_correction
-        super().__init__(
-            damping=damping,
-            measurement=measurement,
-            fisher=fisher,
-            layers=layers,
-            query_rank=query_rank,
-            loss=loss,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            random_state=random_state,
-            n_jobs=n_jobs,
-            verbose=verbose,
-        )
 
     @property
     def _corrects_eigenvalues(self):
@@ -200,7 +203,7 @@ class LoGraInfluence(EKFACInfluence):
 
     def _select_layers(self):
         generator = torch_generator(draw_seed(self.random_state), self.device_)
-        k, projections = self.projection_dim, {}
+        k, projections = self.factor_dim, {}
         for layer in super()._select_layers():
             # in the dtype of the signals they project
             dtype = self.model_.dtype

@@ -28,30 +28,12 @@ class ArnoldiInfluence(MatrixFreeInfluence):
 
     Parameters
     ----------
-    rank : int, default=50
-        Eigenpairs kept (at most the number of parameters).
-    complement : {"damping", "ignore"}, default="damping"
-        What the directions outside the kept eigenvectors contribute: the
-        gradient's component there divided by ``damping`` (as if their
-        eigenvalues were 0), or nothing. ``"damping"`` overweights them when
-        the damping is small next to the ``rank``-th eigenvalue; it needs a
-        positive damping.
-    n_iter : int, default=None
-        Lanczos steps (size of the Krylov subspace), each one full-batch
-        curvature product. ``None`` uses ``min(p, 2 * rank + 20)``; more steps
-        give more accurate trailing eigenpairs.
-    damping : float or "auto", default=1e-3
+    damping : "auto" or float, default="auto"
         ``lambda`` added to the kept eigenvalues; ``"auto"`` uses
-        ``0.1 * trace(H) / p`` (see the user guide). The value used is
+        ``0.1 * trace(H) / p`` (Hutchinson estimate, see :ref:`damping`). The value used is
         ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
-    curvature : {"auto", "hessian", "ggn"}, default="auto"
-        The Hessian of the objective, or its generalized Gauss-Newton matrix.
-        ``"auto"``: the Hessian for a model whose only parameters are one
-        linear layer (scikit-learn's linear models, where the two coincide),
-        the Gauss-Newton matrix for any other model (networks: their Hessian
-        is indefinite where they fit noisy labels).
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -69,6 +51,24 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         threads unless a ``joblib.parallel_config`` picks another backend,
         e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
         processors. See :doc:`/scaling`.
+    curvature : {"auto", "hessian", "ggn"}, default="auto"
+        The Hessian of the objective, or its generalized Gauss-Newton matrix.
+        ``"auto"``: the Hessian for a model whose only parameters are one
+        linear layer (scikit-learn's linear models, where the two coincide),
+        the Gauss-Newton matrix for any other model (networks: their Hessian
+        is indefinite where they fit noisy labels).
+    rank : int, default=50
+        Eigenpairs kept (at most the number of parameters).
+    complement : {"damping", "ignore"}, default="damping"
+        What the directions outside the kept eigenvectors contribute: the
+        gradient's component there divided by ``damping`` (as if their
+        eigenvalues were 0), or nothing. ``"damping"`` overweights them when
+        the damping is small next to the ``rank``-th eigenvalue; it needs a
+        positive damping.
+    max_iter : int, default=None
+        Lanczos steps (size of the Krylov subspace), each one full-batch
+        curvature product. ``None`` uses ``min(p, 2 * rank + 20)``; more steps
+        give more accurate trailing eigenpairs.
 
     Attributes
     ----------
@@ -116,18 +116,15 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         **MatrixFreeInfluence._parameter_constraints,
         "rank": [Interval(Integral, 1, None, closed="left")],
         "complement": [StrOptions({"ignore", "damping"})],
-        "n_iter": [None, Interval(Integral, 1, None, closed="left")],
+        "max_iter": [None, Interval(Integral, 1, None, closed="left")],
     }
     _saved_state = MatrixFreeInfluence._saved_state + ("eigenvalues_", "eigenvectors_")
 
     def __init__(
         self,
-        rank=50,
-        complement="damping",
-        n_iter=None,
-        damping=1e-3,
+        *,
+        damping="auto",
         measurement="loss",
-        curvature="auto",
         loss="auto",
         batch_size=256,
         device="auto",
@@ -135,13 +132,13 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         random_state=None,
         verbose=0,
         n_jobs=None,
+        curvature="auto",
+        rank=50,
+        complement="damping",
+        max_iter=None,
     ):
-        self.rank = rank
-        self.complement = complement
-        self.n_iter = n_iter
         self.damping = damping
         self.measurement = measurement
-        self.curvature = curvature
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
@@ -149,6 +146,10 @@ class ArnoldiInfluence(MatrixFreeInfluence):
         self.random_state = random_state
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.curvature = curvature
+        self.rank = rank
+        self.complement = complement
+        self.max_iter = max_iter
 
     def _fit_operator(self):
         p = self.n_params_
@@ -163,11 +164,11 @@ class ArnoldiInfluence(MatrixFreeInfluence):
                 f"is {self.damping_:g}; use a positive damping or "
                 "complement='ignore'."
             )
-        n_iter = min(p, self.n_iter or 2 * self.rank + 20)
+        n_iter = min(p, self.max_iter or 2 * self.rank + 20)
         if n_iter < self.rank:
             raise ValueError(
-                f"n_iter={self.n_iter} is below rank={self.rank}: Lanczos finds at "
-                "most n_iter eigenpairs. Use n_iter >= rank, or None."
+                f"max_iter={self.max_iter} is below rank={self.rank}: Lanczos finds at "
+                "most max_iter eigenpairs. Use max_iter >= rank, or None."
             )
         values, vectors = self._ritz_pairs(n_iter)
         keep = values.abs().argsort(descending=True)[: self.rank]

@@ -8,21 +8,19 @@ largest eigenvalue, and Lanczos for its dominant eigenpairs.
 """
 
 from abc import abstractmethod
-from numbers import Real
 
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from ..._base import BaseInfluence
 from ..._finite import check_finite
 from ..._numerics.curvature import resolve_curvature
+from ..._numerics.damping import DAMPING_CONSTRAINT, resolve_damping
 from ..._numerics.operator import curvature_product
 from ..._numerics.seeding import draw_seed, torch_generator
 from ..._progress import tracked
 
-#: ``damping="auto"`` is this fraction of the mean eigenvalue ``trace(H) / p``
-AUTO_DAMPING_FRACTION = 0.1
 #: Rademacher probes of the Hutchinson trace estimate
 HUTCHINSON_PROBES = 32
 #: power iterations for the largest eigenvalue
@@ -39,7 +37,7 @@ class MatrixFreeInfluence(BaseInfluence):
 
     _parameter_constraints = {
         **BaseInfluence._parameter_constraints,
-        "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "damping": DAMPING_CONSTRAINT,
         "curvature": [StrOptions({"auto", "hessian", "ggn"})],
         "random_state": ["random_state"],
     }
@@ -100,20 +98,16 @@ class MatrixFreeInfluence(BaseInfluence):
         """Hutchinson estimate of ``trace(H) / p``: ``mean_z z^T H z / p``."""
         Z = self._random_vectors(HUTCHINSON_PROBES, self._generator(), rademacher=True)
         quadratic_forms = (Z * self._product(Z, damped=False)).sum(1)  # (probes,)
+        check_finite(self, quadratic_forms, "The Hutchinson trace estimate")
         return float(quadratic_forms.mean()) / self.n_params_
 
     def _resolve_damping(self):
-        if self.damping != "auto":
-            return float(self.damping)
-        mean_eigenvalue = self._mean_eigenvalue()
-        if not mean_eigenvalue > 0:
-            raise ValueError(
-                f"damping='auto' needs a positive mean curvature eigenvalue, but the "
-                f"estimate trace(H) / p is {mean_eigenvalue:.3g} for "
-                f"curvature={self.curvature_!r}. Pass a positive number as damping, "
-                "or use curvature='ggn' (positive semi-definite)."
-            )
-        return AUTO_DAMPING_FRACTION * mean_eigenvalue
+        return resolve_damping(
+            self.damping,
+            self._mean_eigenvalue,
+            f"the Hutchinson estimate of trace(H) / p for curvature={self.curvature_!r}",
+            ", or use curvature='ggn' (positive semi-definite)",
+        )
 
     def _largest_eigenvalue(self):
         """Largest ``|eigenvalue|`` of ``H + damping_ I`` by power iteration."""

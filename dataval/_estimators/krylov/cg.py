@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..._core.parts import Solver
 from ..._layers import select_layers
-from ..._numerics.spectral import warn_not_positive_definite
+from ..._numerics.spectral import kronecker_apply, warn_not_positive_definite
 from ...exceptions import ConvergenceWarning
 from ..kronecker.ekfac import EKFACInfluence
 from ..kronecker.kfac import KFACInfluence
@@ -55,20 +55,38 @@ class CGInfluence(MatrixFreeInfluence):
 
     Parameters
     ----------
-    damping : float or "auto", default=1e-3
+    damping : "auto" or float, default="auto"
         ``lambda`` added to the curvature's diagonal. ``"auto"`` uses
-        ``0.1 * trace(H) / p`` (Hutchinson estimate, see the user guide); the
+        ``0.1 * trace(H) / p`` (Hutchinson estimate, see :ref:`damping`); the
         value used is ``damping_``. A larger damping also makes CG converge
         in fewer iterations.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
+    loss : "auto" or callable, default="auto"
+        As in :class:`ExactInfluence`.
+    batch_size : int, default=256
+        Rows per vectorized gradient or curvature pass.
+    device : "auto", str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : None, str or torch.dtype, default=None
+        Floating dtype of the computation; ``None`` means float32.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the Hutchinson probes of ``damping="auto"``, the Lanczos start
+        of the preconditioner and the Hessian subset.
+    verbose : int, default=0
+        Show progress bars (CG iterations, passes) when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
     curvature : {"auto", "hessian", "ggn"}, default="auto"
         The Hessian of the objective, or its generalized Gauss-Newton matrix
         (positive semi-definite for convex losses). ``"auto"``: the Hessian for a model whose only parameters are one
         linear layer (scikit-learn's linear models, where the two coincide),
         the Gauss-Newton matrix for any other model (networks: their Hessian
         is indefinite where they fit noisy labels).
-    maxiter : int, default=100
+    max_iter : int, default=100
         Most CG iterations per row.
     tol : float, default=1e-5
         Stop a row when its residual ``||g - (H + damping I) x||`` is at most
@@ -100,24 +118,6 @@ class CGInfluence(MatrixFreeInfluence):
         set. An int: over a random subset of that many training rows, drawn
         once per fit with ``random_state`` (a sub-sampled Hessian; each
         product costs that many rows instead of ``n_train``).
-    loss : "auto" or callable, default="auto"
-        As in :class:`ExactInfluence`.
-    batch_size : int, default=256
-        Rows per vectorized gradient or curvature pass.
-    device : "auto", str or torch.device, default="auto"
-        Where to compute; ``"auto"`` picks CUDA when available.
-    dtype : None, str or torch.dtype, default=None
-        Floating dtype of the computation; ``None`` means float32.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the Hutchinson probes of ``damping="auto"``, the Lanczos start
-        of the preconditioner and the Hessian subset.
-    verbose : int, default=0
-        Show progress bars (CG iterations, passes) when positive.
-    n_jobs : int, default=None
-        Workers scoring slices of the training set in parallel (joblib;
-        threads unless a ``joblib.parallel_config`` picks another backend,
-        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
-        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -125,8 +125,6 @@ class CGInfluence(MatrixFreeInfluence):
         The curvature used: ``"hessian"`` or ``"ggn"``.
     damping_ : float
         The damping used (the estimate when ``damping="auto"``).
-    n_iter_ : int
-        CG iterations of the latest solve.
     n_train_ : int
         Number of training rows.
     n_params_ : int
@@ -147,6 +145,13 @@ class CGInfluence(MatrixFreeInfluence):
     ``d`` with ``d^T (H + damping I) d <= 0`` it stops that row and raises a
     :class:`~dataval.exceptions.NotPositiveDefiniteWarning`.
 
+    ``score``, ``top_k``, ``value`` and ``self_influence`` change no fitted
+    attribute; each reports its solves on the returned object's ``attrs``:
+    ``attrs["solver"] = {"n_solves": ..., "n_iter": ..., "max_residual":
+    ...}``, the number of CG solves the call ran (one per test chunk), the
+    most iterations one took and the largest relative residual
+    ``||g - (H + damping I) x|| / ||g||`` left.
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -155,13 +160,16 @@ class CGInfluence(MatrixFreeInfluence):
     >>> X, y = load_iris(return_X_y=True)
     >>> clf = LogisticRegression(max_iter=1000).fit(X, y)
     >>> inf = CGInfluence(damping=1e-2, preconditioner="lowrank", random_state=0)
-    >>> inf.fit(clf, X, y).score(X[:3], y[:3]).shape
+    >>> scores = inf.fit(clf, X, y).score(X[:3], y[:3])
+    >>> scores.shape
     (3, 150)
+    >>> sorted(scores.attrs["solver"])
+    ['max_residual', 'n_iter', 'n_solves']
     """
 
     _parameter_constraints = {
         **MatrixFreeInfluence._parameter_constraints,
-        "maxiter": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="neither")],
         "preconditioner": [None, StrOptions({"lowrank", "kfac", "ekfac"})],
         "preconditioner_rank": [Interval(Integral, 1, None, closed="left")],
@@ -170,19 +178,13 @@ class CGInfluence(MatrixFreeInfluence):
     _saved_state = MatrixFreeInfluence._saved_state + (
         "_low_rank",
         "_kronecker",
-        "n_iter_",
     )
 
     def __init__(
         self,
-        damping=1e-3,
+        *,
+        damping="auto",
         measurement="loss",
-        curvature="auto",
-        maxiter=100,
-        tol=1e-5,
-        preconditioner=None,
-        preconditioner_rank=50,
-        hessian_batch_size=None,
         loss="auto",
         batch_size=256,
         device="auto",
@@ -190,15 +192,15 @@ class CGInfluence(MatrixFreeInfluence):
         random_state=None,
         verbose=0,
         n_jobs=None,
+        curvature="auto",
+        max_iter=100,
+        tol=1e-5,
+        preconditioner=None,
+        preconditioner_rank=50,
+        hessian_batch_size=None,
     ):
         self.damping = damping
         self.measurement = measurement
-        self.curvature = curvature
-        self.maxiter = maxiter
-        self.tol = tol
-        self.preconditioner = preconditioner
-        self.preconditioner_rank = preconditioner_rank
-        self.hessian_batch_size = hessian_batch_size
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
@@ -206,6 +208,12 @@ class CGInfluence(MatrixFreeInfluence):
         self.random_state = random_state
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.curvature = curvature
+        self.max_iter = max_iter
+        self.tol = tol
+        self.preconditioner = preconditioner
+        self.preconditioner_rank = preconditioner_rank
+        self.hessian_batch_size = hessian_batch_size
 
     def _choose_curvature_rows(self):
         size = self.hessian_batch_size
@@ -219,7 +227,6 @@ class CGInfluence(MatrixFreeInfluence):
             self._low_rank = self._low_rank_preconditioner()
         elif self.preconditioner is not None:
             self._kronecker = self._kronecker_preconditioner()
-        self.n_iter_ = 0
 
     def _kronecker_preconditioner(self):
         """``{"bases": {layer: (Q_S, Q_A)}, "damped": {layer: (d_out, d_in)},
@@ -243,10 +250,7 @@ class CGInfluence(MatrixFreeInfluence):
         eigenvalues = torch.cat([e.reshape(-1) for e in fitted.eigenvalues_.values()])
         return {
             "bases": fitted._bases,
-            "damped": {
-                name: values + fitted.damping_[name]
-                for name, values in fitted.eigenvalues_.items()
-            },
+            "damped": {name: fitted._damped(name) for name in fitted.eigenvalues_},
             "rest": 1.0 / (float(eigenvalues.mean()) + self.damping_),
         }
 
@@ -258,7 +262,7 @@ class CGInfluence(MatrixFreeInfluence):
         out = R * self._kronecker["rest"]
         for (layer, weight, bias), V in zip(blocks, layer_matrices(R, blocks)):
             Q_S, Q_A = bases[layer.name]
-            V = Q_S @ ((Q_S.T @ V @ Q_A) / damped[layer.name]) @ Q_A.T
+            V = kronecker_apply(V, Q_S, Q_A, 1 / damped[layer.name])
             out[:, weight] = V[..., : weight_columns(layer, bias)].flatten(1)
             if bias is not None:
                 out[:, bias] = V[..., -1]
@@ -296,12 +300,12 @@ class CGInfluence(MatrixFreeInfluence):
         P = Z.clone()
         rz = (R * Z).sum(1)
         negative = []  # Rayleigh quotients d^T H d / d^T d of rejected directions
-        self.n_iter_ = 0
-        for _ in self._iterations(self.maxiter, "conjugate gradient"):
+        n_iter = 0
+        for _ in self._iterations(self.max_iter, "conjugate gradient"):
             rows = active.nonzero().squeeze(1)
             if len(rows) == 0:
                 break
-            self.n_iter_ += 1
+            n_iter += 1
             AP = self._product(P[rows])  # (k, p)
             curvature = (P[rows] * AP).sum(1)
             bad = curvature <= 0
@@ -323,7 +327,8 @@ class CGInfluence(MatrixFreeInfluence):
             P[rows] = Z + (rz_new / rz[rows])[:, None] * P[rows]
             rz[rows] = rz_new
         self._warn_unsolved((residual > self.tol) & ~rejected, residual, negative)
-        return X
+        max_residual = float(residual.max()) if len(residual) else 0.0
+        return X, {"n_iter": n_iter, "max_residual": max_residual}
 
     def _warn_unsolved(self, stuck, residual, negative):
         n_rows = len(residual)
@@ -335,7 +340,7 @@ class CGInfluence(MatrixFreeInfluence):
                 min(negative),
                 self.damping_,
                 self.curvature_,
-                stacklevel=7,
+                stacklevel=9,
             )
         stuck = stuck.nonzero().squeeze(1)
         if len(stuck):
@@ -344,10 +349,10 @@ class CGInfluence(MatrixFreeInfluence):
             ) + (", ..." if len(stuck) > 10 else "")
             warnings.warn(
                 f"CGInfluence did not reach tol={self.tol:g} within "
-                f"maxiter={self.maxiter} for {len(stuck)} of {n_rows} rows of this "
-                f"batch (row: relative residual) {{{shown}}}. Increase maxiter, "
+                f"max_iter={self.max_iter} for {len(stuck)} of {n_rows} rows of this "
+                f"batch (row: relative residual) {{{shown}}}. Increase max_iter, "
                 "use preconditioner='lowrank', or increase damping "
                 f"(damping={self.damping_:g}).",
                 ConvergenceWarning,
-                stacklevel=6,
+                stacklevel=8,
             )

@@ -52,12 +52,31 @@ class LiSSAInfluence(MatrixFreeInfluence):
 
     Parameters
     ----------
-    damping : float or "auto", default=1e-3
+    damping : "auto" or float, default="auto"
         ``lambda`` added to the curvature's diagonal; ``"auto"`` uses
-        ``0.1 * trace(H) / p`` (see the user guide). The value used is
+        ``0.1 * trace(H) / p`` (Hutchinson estimate, see :ref:`damping`). The value used is
         ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
+    loss : "auto" or callable, default="auto"
+        As in :class:`ExactInfluence`.
+    batch_size : int, default=256
+        Rows per vectorized gradient or curvature pass.
+    device : "auto", str or torch.device, default="auto"
+        Where to compute; ``"auto"`` picks CUDA when available.
+    dtype : None, str or torch.dtype, default=None
+        Floating dtype of the computation; ``None`` means float32.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the power iteration and the mini-batches. The mini-batch
+        sequence is drawn once per fit, so every solve (``score``, ``value``,
+        ``self_influence``) applies the same linear map.
+    verbose : int, default=0
+        Show progress bars (series steps) when positive.
+    n_jobs : int, default=None
+        Workers scoring slices of the training set in parallel (joblib;
+        threads unless a ``joblib.parallel_config`` picks another backend,
+        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
+        processors. See :doc:`/scaling`.
     curvature : {"auto", "hessian", "ggn"}, default="auto"
         The Hessian of the objective, or its generalized Gauss-Newton matrix.
         ``"auto"``: the Hessian for a model whose only parameters are one
@@ -83,25 +102,6 @@ class LiSSAInfluence(MatrixFreeInfluence):
         Training rows drawn (with replacement) for each step's curvature;
         ``None`` uses the whole training set at every step (deterministic).
         A step's mini-batch is one pass, whatever ``batch_size``.
-    loss : "auto" or callable, default="auto"
-        As in :class:`ExactInfluence`.
-    batch_size : int, default=256
-        Rows per vectorized gradient or curvature pass.
-    device : "auto", str or torch.device, default="auto"
-        Where to compute; ``"auto"`` picks CUDA when available.
-    dtype : None, str or torch.dtype, default=None
-        Floating dtype of the computation; ``None`` means float32.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the power iteration and the mini-batches. The mini-batch
-        sequence is drawn once per fit, so every solve (``score``, ``value``,
-        ``self_influence``) applies the same linear map.
-    verbose : int, default=0
-        Show progress bars (series steps) when positive.
-    n_jobs : int, default=None
-        Workers scoring slices of the training set in parallel (joblib;
-        threads unless a ``joblib.parallel_config`` picks another backend,
-        e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
-        processors. See :doc:`/scaling`.
 
     Attributes
     ----------
@@ -145,6 +145,14 @@ class LiSSAInfluence(MatrixFreeInfluence):
     --------
     CGInfluence : Deterministic and usually faster to converge.
 
+    Notes
+    -----
+    ``score``, ``top_k``, ``value`` and ``self_influence`` change no fitted
+    attribute; each reports its solves on the returned object's ``attrs``:
+    ``attrs["solver"] = {"n_solves": ..., "n_iter": ...}``, the number of
+    series the call ran (one per test chunk) and the steps of each
+    (``repeats * depth_``).
+
     Examples
     --------
     >>> from sklearn.datasets import load_iris
@@ -176,14 +184,9 @@ class LiSSAInfluence(MatrixFreeInfluence):
 
     def __init__(
         self,
-        damping=1e-3,
+        *,
+        damping="auto",
         measurement="loss",
-        curvature="auto",
-        depth="auto",
-        tol=0.05,
-        scale="auto",
-        repeats=1,
-        hessian_batch_size=256,
         loss="auto",
         batch_size=256,
         device="auto",
@@ -191,15 +194,15 @@ class LiSSAInfluence(MatrixFreeInfluence):
         random_state=None,
         verbose=0,
         n_jobs=None,
+        curvature="auto",
+        depth="auto",
+        tol=0.05,
+        scale="auto",
+        repeats=1,
+        hessian_batch_size=256,
     ):
         self.damping = damping
         self.measurement = measurement
-        self.curvature = curvature
-        self.depth = depth
-        self.tol = tol
-        self.scale = scale
-        self.repeats = repeats
-        self.hessian_batch_size = hessian_batch_size
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
@@ -207,6 +210,12 @@ class LiSSAInfluence(MatrixFreeInfluence):
         self.random_state = random_state
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.curvature = curvature
+        self.depth = depth
+        self.tol = tol
+        self.scale = scale
+        self.repeats = repeats
+        self.hessian_batch_size = hessian_batch_size
 
     def _fit_operator(self):
         self.largest_eigenvalue_ = None
@@ -306,7 +315,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
                 if step >= first_averaged:
                     total += V
         n_averaged = self.repeats * (self.depth_ - first_averaged)
-        return total / (n_averaged * self.scale_)
+        statistics = {"n_iter": self.repeats * self.depth_}
+        return total / (n_averaged * self.scale_), statistics
 
     def _check_divergence(self, V, g_norm, step):
         # a convergent series has ||v_t|| <= (t + 1) ||g||; 2x leaves room

@@ -2,6 +2,7 @@
 
 from numbers import Integral
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
 
@@ -9,6 +10,7 @@ from ..._base import BaseInfluence
 from ..._core.parts import BlockDiagonal, FlatGradients, Stacked
 from ..._finite import check_finite
 from ..._numerics.checkpoints import checkpoint_models
+from ..._numerics.damping import resolve_damping
 from ..._numerics.seeding import draw_seed
 from ..._numerics.spectral import Eigenbasis, warn_if_not_positive_definite
 from .random import Projected, RandomProjection
@@ -55,18 +57,14 @@ class TRAKInfluence(BaseInfluence):
 
     Parameters
     ----------
-    projection_dim : int or None, default=2048
-        Dimension of the projected gradients. ``None`` disables the projection
-        (only sensible for small models).
-    damping : float, default=1e-3
+    damping : "auto" or float, default="auto"
         ``lambda`` added to the curvature's diagonal before projection.
+        ``"auto"`` uses 0.1 times the mean eigenvalue ``trace(G) / p``,
+        estimated in the projected space as ``trace(P G P^T) / trace(P P^T)``
+        (exact without projection; averaged over the ``ensemble``). The value
+        used is ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
-    checkpoints : list of dict or path, default=None
-        State dicts of independently trained models (or checkpoints of one
-        run), as in :class:`TracIn`; the scores are averaged over them, each
-        with its own projected curvature (TRAK's ensemble). ``None`` uses the
-        fitted model only.
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -85,16 +83,26 @@ class TRAKInfluence(BaseInfluence):
         threads unless a ``joblib.parallel_config`` picks another backend,
         e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
         processors. See :doc:`/scaling`.
+    projection_dim : int or None, default=2048
+        Dimension of the projected gradients. ``None`` disables the projection
+        (only sensible for small models).
+    ensemble : list of dict or path, default=None
+        State dicts of independently trained models (or checkpoints of one
+        run), as in :class:`TracIn`; the scores are averaged over them, each
+        with its own projected curvature (TRAK's ensemble). ``None`` uses the
+        fitted model only.
 
     Attributes
     ----------
-    eigenvalues_ : torch.Tensor of shape (n_checkpoints, projection_dim)
+    damping_ : float
+        The ``lambda`` used: ``damping``, or the ``"auto"`` value.
+    eigenvalues_ : torch.Tensor of shape (n_models, projection_dim)
         Eigenvalues of each checkpoint's ``P (G + damping I) P^T``, ascending
         (the first ``projection_dim_ - n_params_`` are zero up to rounding
         when the projection has more dimensions than parameters).
     projection_dim_ : int
         Dimension of the space the influence is computed in.
-    n_checkpoints_ : int
+    n_models_ : int
         Number of models in the ensemble.
     n_train_ : int
         Number of training rows.
@@ -132,12 +140,13 @@ class TRAKInfluence(BaseInfluence):
     _parameter_constraints = {
         **BaseInfluence._parameter_constraints,
         "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
-        "checkpoints": [None, list, tuple],
+        "ensemble": [None, list, tuple],
         "random_state": ["random_state"],
     }
     _saved_state = (
         "_seed",
-        "n_checkpoints_",
+        "damping_",
+        "n_models_",
         "projection_dim_",
         "eigenvalues_",
         "_inverse_eigenvalues",
@@ -146,10 +155,9 @@ class TRAKInfluence(BaseInfluence):
 
     def __init__(
         self,
-        projection_dim=2048,
-        damping=1e-3,
+        *,
+        damping="auto",
         measurement="loss",
-        checkpoints=None,
         loss="auto",
         batch_size=256,
         device="auto",
@@ -157,11 +165,11 @@ class TRAKInfluence(BaseInfluence):
         random_state=None,
         verbose=0,
         n_jobs=None,
+        projection_dim=2048,
+        ensemble=None,
     ):
-        self.projection_dim = projection_dim
         self.damping = damping
         self.measurement = measurement
-        self.checkpoints = checkpoints
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
@@ -169,19 +177,33 @@ class TRAKInfluence(BaseInfluence):
         self.random_state = random_state
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.projection_dim = projection_dim
+        self.ensemble = ensemble
 
     def _fit_curvature(self):
         self._seed = draw_seed(self.random_state)
         self._set_projection_and_models()
-        self.n_checkpoints_ = len(self._models)
+        self.n_models_ = len(self._models)
         self.projection_dim_ = dim = self._projection.out_dim
         # P (G + damping I) P^T has rank p < dim: its dim - p null directions
         # (the smallest eigenvalues) are left out of the inverse
         null = max(0, dim - self.n_params_)
-        eigenvalues, self._inverse_eigenvalues, self._eigenvectors = [], [], []
-        for model in self._models:
-            curvature = self._projected_curvature(model)
+        curvatures = [self._projected_curvature(model) for model in self._models]
+        for curvature in curvatures:
             check_finite(self, curvature, "The projected curvature")
+        # P P^T: the identity of parameter space, projected
+        identity = self._projection.gram(
+            torch.ones(self.n_params_, device=self.device_)
+        )
+        self.damping_ = resolve_damping(
+            self.damping,
+            # trace(P C P^T) / trace(P P^T) estimates trace(C) / p
+            lambda: np.mean([float(c.trace() / identity.trace()) for c in curvatures]),
+            "trace(P G P^T) / trace(P P^T)",
+        )
+        eigenvalues, self._inverse_eigenvalues, self._eigenvectors = [], [], []
+        for curvature in curvatures:
+            curvature = curvature + self.damping_ * identity
             values, vectors = torch.linalg.eigh(curvature)
             eigenvalues.append(values)
             self._inverse_eigenvalues.append(
@@ -198,14 +220,14 @@ class TRAKInfluence(BaseInfluence):
         self._projection = RandomProjection(
             self.n_params_, self.projection_dim, self._seed, self.device_, self.dtype_
         )
-        self._models = checkpoint_models(self.model_, self.checkpoints)
+        self._models = checkpoint_models(self.model_, self.ensemble, "ensemble")
 
     def _restore_state(self, state):
         super()._restore_state(state)
         self._set_projection_and_models()
 
     def _projected_curvature(self, model):
-        """``P (G + damping I) P^T`` (dim, dim) of one checkpoint, symmetric."""
+        """``P G P^T`` (dim, dim) of one model, undamped, symmetric."""
         dim = self.projection_dim_
         total = torch.zeros(dim, dim, dtype=self.dtype_, device=self.device_)
         for _, X_b, y_b, w_b in self._data().passes("curvature"):
@@ -214,7 +236,7 @@ class TRAKInfluence(BaseInfluence):
             if w_b is not None:
                 H = H * w_b[:, None, None]
             total += Phi.flatten(0, 1).T @ (H @ Phi).flatten(0, 1)
-        total = total / self.n_train_ + self._projection.gram(model.l2 + self.damping)
+        total = total / self.n_train_ + self._projection.gram(model.l2)
         return (total + total.T) / 2
 
     def _featurizer(self):
@@ -227,8 +249,8 @@ class TRAKInfluence(BaseInfluence):
         )
 
     def _curvature(self):
-        # one eigenbasis per checkpoint; the ensemble averages their scores
-        dim, K = self.projection_dim_, self.n_checkpoints_
+        # one eigenbasis per model; the ensemble averages their scores
+        dim, K = self.projection_dim_, self.n_models_
         return BlockDiagonal(
             [
                 (slice(k * dim, (k + 1) * dim), Eigenbasis(vectors, inverse / K))

@@ -60,22 +60,13 @@ class SourceInfluence(BaseInfluence):
 
     Parameters
     ----------
-    checkpoints : list of dict or path, default=None
-        State dicts at the end of each segment, in training order (or files,
-        as in :class:`TracIn`); the last should be the final model. ``None``
-        is one segment ending at the fitted model.
-    learning_rates : float or list of float, default=1.0
-        Learning rate of each segment (one value for all).
-    steps : float or list of float, default=1000
-        Optimizer steps in each segment (one value for all).
     damping : "auto" or float, default="auto"
-        As in :class:`EKFACInfluence`, per segment.
+        ``lambda``, the same in every segment. ``"auto"`` is 0.1 times the
+        mean eigenvalue of the segments' EK-FAC curvatures (over their
+        parameters, then over the segments), the rule of every estimator
+        (see :ref:`damping`). The value used is ``damping_``.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
-    fisher : {"true", "empirical", "ggn"}, default="true"
-        As in :class:`KFACInfluence`.
-    layers : list of str, default=None
-        As in :class:`KFACInfluence`.
     loss : "auto" or callable, default="auto"
         As in :class:`ExactInfluence`.
     batch_size : int, default=256
@@ -86,15 +77,29 @@ class SourceInfluence(BaseInfluence):
         Floating dtype; ``None`` means float32.
     random_state : int, RandomState instance or None, default=None
         Seed of the targets sampled by ``fisher="true"``.
-    n_jobs : int, default=None
-        As in :class:`KFACInfluence`.
     verbose : int, default=0
         Show progress bars when positive.
+    n_jobs : int, default=None
+        As in :class:`KFACInfluence`.
+    segments : list of dict or path, default=None
+        State dicts at the end of each segment, in training order (or files,
+        as in :class:`TracIn`); the last should be the final model. ``None``
+        is one segment ending at the fitted model.
+    learning_rates : float or list of float, default=1.0
+        Learning rate of each segment (one value for all).
+    steps : float or list of float, default=1000
+        Optimizer steps in each segment (one value for all).
+    fisher : {"true", "empirical", "ggn"}, default="true"
+        As in :class:`KFACInfluence`.
+    layers : list of str, default=None
+        As in :class:`KFACInfluence`.
 
     Attributes
     ----------
+    damping_ : float
+        The ``lambda`` used in every segment.
     segments_ : list of EKFACInfluence
-        The curvature fitted at each checkpoint.
+        The curvature fitted at the end of each segment.
     learning_rates_ : ndarray of shape (n_segments,)
     steps_ : ndarray of shape (n_segments,)
     layers_ : list of str
@@ -123,7 +128,7 @@ class SourceInfluence(BaseInfluence):
     >>> X, y = torch.randn(30, 3), torch.randint(0, 2, (30,))
     >>> early = {k: v.clone() for k, v in net.state_dict().items()}
     >>> source = SourceInfluence(
-    ...     checkpoints=[early, net.state_dict()],
+    ...     segments=[early, net.state_dict()],
     ...     learning_rates=[0.1, 0.01],
     ...     steps=[100, 500],
     ...     random_state=0,
@@ -134,47 +139,48 @@ class SourceInfluence(BaseInfluence):
 
     _parameter_constraints = {
         **EKFACInfluence._parameter_constraints,
-        "checkpoints": [None, list, tuple],
+        "segments": [None, list, tuple],
         "learning_rates": [Real, list, tuple, np.ndarray],
         "steps": [Real, list, tuple, np.ndarray],
     }
-    _saved_state = ("learning_rates_", "steps_", "layers_", "n_params_")
+    _saved_state = ("damping_", "learning_rates_", "steps_", "layers_", "n_params_")
     _parameter_constraints.pop("query_rank")
 
     def __init__(
         self,
-        checkpoints=None,
-        learning_rates=1.0,
-        steps=1000,
+        *,
         damping="auto",
         measurement="loss",
-        fisher="true",
-        layers=None,
         loss="auto",
         batch_size=256,
         device="auto",
         dtype=None,
         random_state=None,
-        n_jobs=None,
         verbose=0,
+        n_jobs=None,
+        segments=None,
+        learning_rates=1.0,
+        steps=1000,
+        fisher="true",
+        layers=None,
     ):
-        self.checkpoints = checkpoints
-        self.learning_rates = learning_rates
-        self.steps = steps
         self.damping = damping
         self.measurement = measurement
-        self.fisher = fisher
-        self.layers = layers
         self.loss = loss
         self.batch_size = batch_size
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
-        self.n_jobs = n_jobs
         self.verbose = verbose
+        self.n_jobs = n_jobs
+        self.segments = segments
+        self.learning_rates = learning_rates
+        self.steps = steps
+        self.fisher = fisher
+        self.layers = layers
 
     def _fit_curvature(self):
-        models = checkpoint_models(self.model_, self.checkpoints)
+        models = checkpoint_models(self.model_, self.segments, "segments")
         self.learning_rates_ = _per_segment(
             self.learning_rates, len(models), "learning_rates"
         )
@@ -182,6 +188,11 @@ class SourceInfluence(BaseInfluence):
         self.segments_ = self._segments(models)
         for segment in self.segments_:
             segment._fit_curvature()
+        # one lambda for every segment: "auto" is 0.1 times the mean over the
+        # segments of their curvature's mean eigenvalue
+        self.damping_ = float(np.mean([segment.damping_ for segment in self.segments_]))
+        for segment in self.segments_:
+            segment.damping_ = self.damping_
         last = self.segments_[-1]
         self.layers_ = last.layers_
         self.n_params_ = last.n_params_
@@ -216,7 +227,7 @@ class SourceInfluence(BaseInfluence):
         saved = state.pop("segments")
         super()._restore_state(state)
         self.segments_ = self._segments(
-            checkpoint_models(self.model_, self.checkpoints)
+            checkpoint_models(self.model_, self.segments, "segments")
         )
         for segment, segment_state in zip(self.segments_, saved, strict=True):
             segment._restore_state(segment_state)

@@ -20,13 +20,6 @@ class TracIn(BaseInfluence):
 
     Parameters
     ----------
-    checkpoints : list of dict or path, default=None
-        State dicts of the model saved during training (or files written with
-        ``torch.save(model.state_dict(), path)``, loaded with
-        ``weights_only=True``). ``None`` uses the fitted model's own
-        parameters as a single checkpoint.
-    learning_rates : float or list of float, default=1.0
-        Learning rate in effect at each checkpoint; one value applies to all.
     measurement : {"loss", "margin", "log_prob"} or callable, default="loss"
         As in :class:`ExactInfluence`.
     loss : "auto" or callable, default="auto"
@@ -46,6 +39,13 @@ class TracIn(BaseInfluence):
         threads unless a ``joblib.parallel_config`` picks another backend,
         e.g. ``"dask"``). ``None`` means 1 outside such a context, ``-1`` all
         processors. See :doc:`/scaling`.
+    checkpoints : list of dict or path, default=None
+        State dicts of the model saved during training (or files written with
+        ``torch.save(model.state_dict(), path)``, loaded with
+        ``weights_only=True``). ``None`` uses the fitted model's own
+        parameters as a single checkpoint.
+    learning_rates : float or list of float, default=1.0
+        Learning rate in effect at each checkpoint; one value applies to all.
 
     Attributes
     ----------
@@ -84,8 +84,7 @@ class TracIn(BaseInfluence):
 
     def __init__(
         self,
-        checkpoints=None,
-        learning_rates=1.0,
+        *,
         measurement="loss",
         loss="auto",
         batch_size=256,
@@ -93,9 +92,9 @@ class TracIn(BaseInfluence):
         dtype=None,
         verbose=0,
         n_jobs=None,
+        checkpoints=None,
+        learning_rates=1.0,
     ):
-        self.checkpoints = checkpoints
-        self.learning_rates = learning_rates
         self.measurement = measurement
         self.loss = loss
         self.batch_size = batch_size
@@ -103,6 +102,8 @@ class TracIn(BaseInfluence):
         self.dtype = dtype
         self.verbose = verbose
         self.n_jobs = n_jobs
+        self.checkpoints = checkpoints
+        self.learning_rates = learning_rates
 
     def _fit_curvature(self):
         self._models = checkpoint_models(self.model_, self.checkpoints)
