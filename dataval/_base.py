@@ -29,10 +29,9 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._adapters import adapt_model
-from ._config import get_config
 from ._core.data import TrainingData, batches
 from ._core.parts import FlatGradients
-from ._core.stream import Stream
+from ._core.stream import Stream, check_dense_size
 from ._finite import check_finite, check_fitted_state
 from ._functional import FunctionalModel
 from ._labels import add_labels
@@ -281,11 +280,8 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         """
         X_t, y_t, index = self._prepare_test(X_test, y_test)
         stream = self._stream()
-        # {layer name: [slices]}: a name may own several blocks (e.g. checkpoints)
-        groups = {}
-        for name, sl in stream.featurizer.layers if by_layer else [("", None)]:
-            groups.setdefault(name, []).append(sl)
-        self._check_dense_size(len(X_t) * len(groups))
+        groups = stream.layer_groups(by_layer)
+        check_dense_size(len(X_t) * len(groups), self.n_train_)
         with phase("scoring", self.verbose):
             out = stream.dense(X_t, y_t, self._measurement_function(), groups.values())
         check_finite(self, out, "score", (X_t, y_t, index))
@@ -298,18 +294,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             frame = pd.DataFrame(
                 out.reshape(len(rows), -1), index=rows, columns=self.train_index_
             )
-        return _with_statistics(frame, stream)
-
-    def _check_dense_size(self, n_rows):
-        budget = get_config()["max_score_memory"]
-        mib = n_rows * self.n_train_ * 4 / 2**20
-        if mib > budget:
-            raise ValueError(
-                f"score would build a {n_rows} x {self.n_train_} frame ({mib:,.0f} MiB), "
-                f"above max_score_memory={budget} MiB. Use top_k(X_test, y_test, k=...) "
-                "or value(X_val, y_val), which stream over the training set, or raise "
-                "the budget with dataval.set_config(max_score_memory=...)."
-            )
+        return stream.annotate(frame)
 
     def top_k(self, X_test, y_test, k=10, kind="helpful", include_labels=False):
         """The ``k`` most helpful or harmful training rows for each test row.
@@ -361,7 +346,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         if include_labels:
             test_rows = np.repeat(np.arange(len(X_t)), k)
             top = add_labels(self, top, X_t, y_t, test_rows, positions.ravel())
-        return _with_statistics(top, stream)
+        return stream.annotate(top)
 
     def value(self, X_val, y_val):
         """Influence of each training row on the mean loss over a validation set.
@@ -380,7 +365,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             values = stream.values(X_t, y_t, self._measurement_function())
         value = pd.Series(values, index=self.train_index_, name="value")
         check_finite(self, value.to_numpy(), "value", (X_t, y_t, index))
-        return _with_statistics(value, stream)
+        return stream.annotate(value)
 
     def self_influence(self):
         """``(1/n) w_j g_j^T (H + damping I)^{-1} g_j`` for every training row.
@@ -401,7 +386,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
                 name="self_influence",
             )
         check_finite(self, values.to_numpy(), "self_influence")
-        return _with_statistics(values, stream)
+        return stream.annotate(values)
 
     def _candidate_scores(self, X, y, positions):
         """Dense scores (m, len(positions)) of prepared query rows against the
@@ -411,11 +396,3 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             return self._stream().candidates(
                 X, y, self._measurement_function(), torch.as_tensor(positions)
             )
-
-
-def _with_statistics(out, stream):
-    """``out`` with the call's solver statistics in ``attrs["solver"]``, if any."""
-    statistics = stream.curvature.statistics()
-    if statistics:
-        out.attrs["solver"] = statistics
-    return out

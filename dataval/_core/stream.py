@@ -28,6 +28,19 @@ def working_bytes(fraction=1.0):
     return int(get_config()["working_memory"] * 2**20 * fraction)
 
 
+def check_dense_size(n_rows, n_train):
+    """Refuse a dense (n_rows, n_train) float32 result above ``max_score_memory``."""
+    budget = get_config()["max_score_memory"]
+    mib = n_rows * n_train * 4 / 2**20
+    if mib > budget:
+        raise ValueError(
+            f"score would build a {n_rows} x {n_train} frame ({mib:,.0f} MiB), "
+            f"above max_score_memory={budget} MiB. Use top_k(X_test, y_test, k=...) "
+            "or value(X_val, y_val), which stream over the training set, or raise "
+            "the budget with dataval.set_config(max_score_memory=...)."
+        )
+
+
 class Stream:
     """Pairs a fitted featurizer and curvature over the training data.
 
@@ -161,6 +174,21 @@ class Stream:
         return map_shards(shards, self.n_jobs, method, *args)
 
     # --------------------------------------------------------- the outputs
+    def layer_groups(self, by_layer):
+        """``{layer name: [slices]}`` (a name may own several blocks, e.g. one
+        per checkpoint), or ``{"": [None]}`` for the whole score."""
+        groups = {}
+        for name, sl in self.featurizer.layers if by_layer else [("", None)]:
+            groups.setdefault(name, []).append(sl)
+        return groups
+
+    def annotate(self, out):
+        """``out`` with this call's solver statistics in ``attrs["solver"]``, if any."""
+        statistics = self.curvature.statistics()
+        if statistics:
+            out.attrs["solver"] = statistics
+        return out
+
     def dense(self, X, y, function, groups):
         """Scores (n_groups, m, n) float32 of the query rows against all rows.
 
