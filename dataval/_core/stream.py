@@ -61,13 +61,17 @@ class Stream:
         self.featurizer, self.curvature, self.data = featurizer, curvature, data
         self.dtype, self.n_jobs, self.rows = dtype, n_jobs, rows
         # the equation's 1/n, applied in pair() and nowhere else
-        self.scale = 1 / len(data) if curvature.mean_objective else 1.0
+        self.n = len(data) if curvature.mean_objective else None
 
     # ------------------------------------------------------------ the pair
     def pair(self, Q, F, diagonal=False, layer=None):
-        """``scale * <Q, F>``: query block ``Q`` against training block ``F``."""
+        """``(1/n) <Q, F>``: query block ``Q`` against training block ``F``.
+
+        No ``1/n`` for a curvature that is not that of the mean objective
+        (TracIn's trajectory sum).
+        """
         scores = self.featurizer.inner(Q, F, diagonal, layer)
-        return scores * self.scale if self.scale != 1.0 else scores
+        return scores if self.n is None else scores / self.n
 
     # -------------------------------------------------------------- queries
     def chunk_size(self):
