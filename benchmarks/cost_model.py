@@ -664,12 +664,13 @@ def cost_1b(
     bf16 = gpu.bf16 * gpu.efficiency
     fp32 = gpu.fp32 * gpu.efficiency
 
-    def signals(n_tokens):  # capture, projection, rotation into the eigenbases
-        return n_tokens * (capture / bf16 + (project + 2 * s2) / fp32)
+    def signals(n_tokens):  # the pass and LoGra's projection, in bf16
+        return n_tokens * (capture + project) / bf16
 
-    # fit: one pass; EK-FAC's correction needs a second when the signals
-    # exceed working memory (always here), then Lambda from rotated gradients
-    fit = 2 * signals(tokens) + tokens * (2 * s2 + 2 * p) / fp32
+    # fit: a pass for the factors A, S (float32); EK-FAC's correction needs
+    # a second when the signals exceed 512 MiB (always here): their rotation
+    # into the eigenbases, and Lambda from the rotated per-token gradients
+    fit = 2 * signals(tokens) + tokens * (2 * s2 + 2 * s2 + 2 * p) / fp32
     fit += 10 * s3 / gpu.eigh
     chunk = max(1, int(working_memory * 2**20 // (4 * p + 16 * batch_size)))
     if candidates:
@@ -682,8 +683,9 @@ def cost_1b(
     else:
         rows = math.ceil(queries / chunk) * n  # the signals are never cached
         m_pair = min(chunk, queries)
-    score = signals(rows * seq) + rows * pair_flop(dims, seq, m_pair, rank) / fp32
-    score += signals(queries * seq)
+    scored = (rows + queries) * seq  # tokens, rotated like the fit's
+    score = signals(scored) + scored * 2 * s2 / fp32
+    score += rows * pair_flop(dims, seq, m_pair, rank) / fp32
     # memory of one GPU: bf16 weights; a batch's activations (flash
     # attention), the recorded layer outputs (a copy) and output gradients
     # in bf16, the float32 signals and their rotation; the largest pair-score
