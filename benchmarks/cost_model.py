@@ -53,7 +53,7 @@ from torch import nn
 
 import dataval
 from dataval._adapters import adapt_model
-from dataval._estimators._fisher import output_vectors
+from dataval._estimators.kronecker.fisher import output_vectors
 from dataval._functional import FunctionalModel
 from dataval._layers import capture, select_layers
 
@@ -237,17 +237,17 @@ def training_passes(row_bytes, n, m, p_vector, itemsize=4):
     return math.ceil(m / test_chunk(p_vector, itemsize))
 
 
-def flat_score(p, n, m, itemsize=4, queries=None, blocks=1, flush=True):
+def flat_score(p, n, m, itemsize=4, queries=None, blocks=1):
     """Score on flat per-sample gradients (``blocks`` models side by side).
 
-    ``flush``: the gradients go through ``BaseInfluence._gradients``, which
-    sets their subnormal entries to zero (|x|, compare, fill: ~4.5 passes).
+    The gradients' subnormal entries are set to zero (|x|, compare, fill:
+    about 4.5 memory passes over them).
     """
     vector = blocks * p
     passes = training_passes(vector * itemsize, n, m, vector, itemsize)
     flop = 2 * m * n * vector
     rows = blocks * (m + passes * n)
-    traffic = FLUSH_TRAFFIC * rows * p * itemsize if flush else 0
+    traffic = FLUSH_TRAFFIC * rows * p * itemsize
     cost = Cost(grad=rows, bytes=traffic) + (queries or Cost())
     return cost + (Cost(flop64=flop) if itemsize == 8 else Cost(flop32=flop))
 
@@ -352,9 +352,11 @@ def cost_trak(net, n, m, k, ensemble):
     )
     vector = ensemble * k
     passes = training_passes(vector * 4, n, m, vector)
+    rows = ensemble * (m + passes * n)
     score = Cost(
-        grad=ensemble * (m + passes * n),
-        flop32=ensemble * 2 * (m + passes * n) * p * k + 2 * m * n * vector,
+        grad=rows,
+        bytes=FLUSH_TRAFFIC * rows * p * 4,  # flat gradients, flushed, then projected
+        flop32=2 * rows * p * k + 2 * m * n * vector,
         randn=0 if cached else ensemble * p * k * (1 + passes * batches),
     )
     return fit, score
@@ -366,7 +368,7 @@ def cost_tracin(net, n, m, checkpoints):
     copies = Cost(bytes=8 * n * checkpoints * net.p)
     # the fitted state: each checkpoint's learning rate repeated over its p
     fit = Cost(state=4 * checkpoints * net.p)
-    return fit, flat_score(net.p, n, m, queries=copies, blocks=checkpoints, flush=False)
+    return fit, flat_score(net.p, n, m, queries=copies, blocks=checkpoints)
 
 
 def cost_source(net, n, m, segments):
@@ -377,13 +379,14 @@ def cost_source(net, n, m, segments):
     cube = sum(i * o * (i + o) for i, o in net.layers)
     vector = segments * net.p
     passes = training_passes(vector * 4, n, m, vector)
-    rows = m + passes * n
     # flat gradients g a^T formed from the captured signals: they write the
     # same (rows, p) outer products as the per-sample gradient pass, which
-    # that write dominates; two spectral maps per segment for the queries
+    # that write dominates. Queries: the final checkpoint's gradients only,
+    # then two spectral maps per segment
+    rows = m + segments * passes * n
     score = Cost(
-        capture=segments * rows,
-        grad=segments * rows,
+        capture=rows,
+        grad=rows,
         flop32=segments * 8 * m * cube + 2 * m * n * vector,
     )
     return fit, score
@@ -422,11 +425,6 @@ def make_problem(d_in, hidden, n, m, c=10, seed=0, dtype=torch.float32):
     return model, net, X[:n].to(dtype), y[:n], X[n:].to(dtype), y[n:], checkpoints
 
 
-def param_name(cls, new, old):
-    """The constructor's name for a parameter being renamed (``new`` once it lands)."""
-    return new if new in cls().get_params() else old
-
-
 def state_bytes(estimator):
     """Bytes of the tensors the fitted estimator keeps (``dataval.save``'s state)."""
 
@@ -446,15 +444,12 @@ def state_bytes(estimator):
 
 def estimators(net, n, m, checkpoints):
     """``[(name, make estimator, (fit cost, score cost))]`` at one size."""
-    cg_iter = param_name(dataval.CGInfluence, "max_iter", "maxiter")
-    source_ckpt = param_name(dataval.SourceInfluence, "segments", "checkpoints")
-    logra_dim = param_name(dataval.LoGraInfluence, "factor_dim", "projection_dim")
     common = {"batch_size": BATCH, "device": "cpu"}
     return [
         (
             "CG (3 iterations)",
             lambda: dataval.CGInfluence(
-                damping=1e-2, curvature="ggn", tol=1e-30, **{cg_iter: 3}, **common
+                damping=1e-2, curvature="ggn", tol=1e-30, max_iter=3, **common
             ),
             cost_cg(net, n, m, 3),
         ),
@@ -490,7 +485,7 @@ def estimators(net, n, m, checkpoints):
         (
             "LoGra (k=32)",
             lambda: dataval.LoGraInfluence(
-                **{logra_dim: 32}, damping=1e-3, random_state=0, **common
+                factor_dim=32, damping=1e-3, random_state=0, **common
             ),
             cost_kfac(net, n, m, corrected=True, k=32),
         ),
@@ -509,7 +504,7 @@ def estimators(net, n, m, checkpoints):
         (
             "Source (2 segments)",
             lambda: dataval.SourceInfluence(
-                **{source_ckpt: checkpoints}, damping=1e-3, random_state=0, **common
+                segments=checkpoints, damping=1e-3, random_state=0, **common
             ),
             cost_source(net, n, m, 2),
         ),
