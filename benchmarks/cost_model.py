@@ -13,7 +13,7 @@ For each estimator the model counts, for ``fit`` and for ``score``:
   per-sample gradients, Lanczos re-orthogonalization, concatenations);
 - **eigh**: the ``d^3`` of the dense eigendecompositions;
 - **randn**: random numbers drawn (TRAK's projection, drawn again at every
-  batch when larger than 64 MiB);
+  batch when larger than an eighth of the working memory);
 - **state**: the bytes the fitted estimator holds (checked against the
   fitted tensors).
 
@@ -58,10 +58,11 @@ from dataval._functional import FunctionalModel
 from dataval._layers import capture, select_layers
 
 BATCH = 256
-# dataval's caches: training gradients kept between test chunks, EK-FAC's
-# signals kept for the eigenvalue correction, TRAK's projection kept whole
+# dataval's default working_memory: a chunk of queries, the training
+# features kept between query chunks, EK-FAC's signals kept for the
+# eigenvalue correction; an eighth of it: TRAK's projection kept whole
 WORKING_MEMORY = 512 * 2**20
-PROJECTION_CACHE = 64 * 2**20
+PROJECTION_CACHE = WORKING_MEMORY // 8
 PASS_KINDS = ("epoch", "grad", "capture", "ggn1", "ggnm", "jac")
 KRONECKER = ("K-FAC", "EK-FAC", "LoGra (k=32)")
 # a phase predicted below this is call overhead, not work: no ratio
@@ -340,14 +341,16 @@ def cost_trak(net, n, m, k, ensemble):
     p, c = net.p, net.c
     cached = p * k * 4 <= PROJECTION_CACHE
     batches = math.ceil(n / BATCH)
-    # the projection is drawn once when cached, else at every batch
-    draws = 1 if cached else batches + 1  # + the Gram matrix P diag(w) P^T
+    # the projection is drawn once when cached, else at every batch and for
+    # each Gram matrix P diag(w) P^T (the L2 term per model, and P P^T)
+    draws = 1 if cached else ensemble * (batches + 1) + 1
     fit = Cost(
         jac=ensemble * n,
-        flop32=ensemble * (2 * n * c * p * k + 2 * n * c * k * k + 2 * p * k * k),
+        flop32=ensemble * (2 * n * c * p * k + 2 * n * c * k * k + 2 * p * k * k)
+        + 2 * p * k * k,
         bytes=ensemble * 4 * n * c * p,  # the projection reads column slices of J
         eigh=ensemble * k**3,
-        randn=ensemble * draws * p * k,
+        randn=draws * p * k,
         state=ensemble * (k * k + 2 * k) * 4,
     )
     vector = ensemble * k
@@ -663,7 +666,7 @@ def cost_1b(
         return n_tokens * (capture + project) / bf16
 
     # fit: a pass for the factors A, S (float32); EK-FAC's correction needs
-    # a second when the signals exceed 512 MiB (always here): their rotation
+    # a second when the signals exceed the working memory (always): their rotation
     # into the eigenbases, and Lambda from the rotated per-token gradients
     fit = 2 * signals(tokens) + tokens * (2 * s2 + 2 * s2 + 2 * p) / fp32
     fit += 10 * s3 / gpu.eigh
