@@ -55,20 +55,44 @@ except ImportError:
 
 
 class CountedLogistic(LogisticRegression):
-    """A logistic regression that counts its fits (serial runs only)."""
+    """A logistic regression that counts its fits (serial runs only).
+
+    Fitted on one class, it predicts that class: the utility dataval gives a
+    single-class subset without fitting, where pyDVL would score the failed
+    fit with its scorer's default. Both libraries then value the same
+    utility. Both fit it with ``random_state=0``: dataval would otherwise seed
+    a ``random_state`` left at None (a subset always gives one model), and
+    pyDVL fit a different model, unseeded.
+    """
 
     fits = 0
 
     def fit(self, X, y, sample_weight=None):
         CountedLogistic.fits += 1
+        self.constant_ = None if (y != y[0]).any() else y[0]
+        if self.constant_ is not None:
+            self.classes_ = np.unique(y)
+            return self
         return super().fit(X, y, sample_weight=sample_weight)
+
+    def predict(self, X):
+        if self.constant_ is not None:
+            return np.full(len(X), self.constant_)
+        return super().predict(X)
 
 
 def timed(function):
+    result, seconds, _, fits = clocked(function)
+    return result, seconds, fits
+
+
+def clocked(function):
+    """Result, wall and CPU seconds of this process, and the fits counted."""
     CountedLogistic.fits = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = function()
-    return result, time.perf_counter() - start, CountedLogistic.fits
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return result, wall, cpu, CountedLogistic.fits
 
 
 def row(*cells):
@@ -111,24 +135,30 @@ def breast_cancer(n_train):
     return X[train], y_train, X[val], y[val]
 
 
-def ours_sampled(kind, data, n_samples, seed, n_jobs):
+def ours_sampled(kind, data, budget, seed, n_jobs):
+    """dataval's values, and its utility evaluations (Shapley: U(all rows) too)."""
     X, y, X_val, y_val = data
     if kind == "shapley":
-        estimator = ShapleyValuation(
-            max_fits=n_samples * (len(y) - 1), truncation_tol=None, batch_size=8
-        )
+        estimator = ShapleyValuation(truncation_tol=None, batch_size=8)
     else:
-        estimator = BanzhafValuation(max_fits=n_samples, batch_size=64)
-    estimator.set_params(tol=None, random_state=seed, n_jobs=n_jobs)
-    model = CountedLogistic(solver="liblinear")
-    return estimator.fit(model, X, y).value(X_val, y_val).to_numpy()
+        estimator = BanzhafValuation(batch_size=64)
+    estimator.set_params(
+        max_fits=budget, tol=None, random_state=seed, n_jobs=n_jobs, scoring="accuracy"
+    )
+    model = CountedLogistic(solver="liblinear", random_state=0)
+    values = estimator.fit(model, X, y).value(X_val, y_val).to_numpy()
+    return values, estimator.n_fits_ + (kind == "shapley")
 
 
 def pydvl_sampled(kind, data, n_samples, seed, n_jobs):
+    """pyDVL's values, and its utility evaluations (every one is a fit)."""
     X, y, X_val, y_val = data
     train, test = pv.Dataset(X, y), pv.Dataset(X_val, y_val)
-    scorer = pv.SupervisedScorer("accuracy", test, default=0.0, range=(0, 1))
-    utility = pv.ModelUtility(CountedLogistic(solver="liblinear"), scorer)
+    # U(empty set) as dataval defines it: predict the most frequent class
+    empty = float(np.mean(y_val == np.bincount(y).argmax()))
+    scorer = pv.SupervisedScorer("accuracy", test, default=empty, range=(0, 1))
+    model = CountedLogistic(solver="liblinear", random_state=0)
+    utility = pv.ModelUtility(model, scorer)
     if kind == "shapley":
         valuation = pv.TMCShapleyValuation(
             utility,
@@ -145,52 +175,78 @@ def pydvl_sampled(kind, data, n_samples, seed, n_jobs):
             seed=seed,
             show_warnings=False,
         )
+    fits = CountedLogistic.fits
     with parallel_config(n_jobs=n_jobs or 1):
-        return valuation.fit(train).result.values
+        values = valuation.fit(train).result.values
+    return values, CountedLogistic.fits - fits
 
 
 def sampled(kind, n_train, n_samples, n_jobs):
+    """Both libraries at equal utility evaluations: seeds 0 and 1 of each, serial
+    and interleaved (pyDVL first: dataval gets its number of evaluations), then
+    seed 0 with ``n_jobs`` workers."""
     data = breast_cancer(n_train)
-    unit = "permutations" if kind == "shapley" else "subsets"
     print(
         f"\n{kind}: LogisticRegression(liblinear), breast cancer (20 % of the training "
-        f"labels flipped), {n_train} training "
-        f"x 200 validation rows, {n_samples} {unit}, no truncation"
+        f"labels flipped), {n_train} training x 200 validation rows, accuracy, "
+        f"no truncation; pyDVL: MaxUpdates({n_samples}), dataval: as many "
+        "utility evaluations"
     )
-    row("library", "n_jobs", "fits", "seconds", "ms per fit", "rank corr")
-    runs = {}
-    if n_jobs:  # start the worker processes (they import dataval) before timing
-        ours_sampled(kind, data, 2 if kind == "shapley" else 128, 0, n_jobs)
-    for name, function in (("dataval", ours_sampled), ("pyDVL", pydvl_sampled)):
-        if name == "pyDVL" and pv is None:
-            continue
-        for jobs in dict.fromkeys([None, n_jobs]):
-            values, seconds, fits = timed(
-                lambda f=function, j=jobs: f(kind, data, n_samples, 0, j)
+    libraries = {"dataval": ours_sampled}
+    if pv is not None:
+        libraries = {"pyDVL": pydvl_sampled, **libraries}
+    # dataval's Shapley evaluates U(all rows) once, not once per permutation
+    budget = n_samples * n_train - 1 if kind == "shapley" else n_samples
+    runs = {name: [] for name in libraries}  # (values, evaluations, wall, cpu, fits)
+    for seed in (0, 1):
+        for name, function in libraries.items():
+            size = n_samples if name == "pyDVL" else budget
+            (values, evaluations), *clock = clocked(
+                lambda f=function, z=size, s=seed: f(kind, data, z, s, 1)
             )
-            runs[name, jobs] = values, seconds
-            again = function(kind, data, n_samples, 1, jobs) if jobs is None else None
-            noise = spearmanr(values, again).statistic if again is not None else np.nan
-            shown = fits if jobs is None else "-"
-            row(
-                name,
-                str(jobs or 1),
-                shown,
-                seconds,
-                1e3 * seconds / max(fits, 1),
-                noise,
-            )
-    if ("pyDVL", None) in runs:
-        agreement = spearmanr(
-            runs["dataval", None][0], runs["pyDVL", None][0]
-        ).statistic
-        print(
-            f"rank correlation dataval vs pyDVL (seed 0 each): {agreement:.3f}; "
-            "'rank corr' above: two seeds of the same library"
+            runs[name].append((values, evaluations, *clock))
+            if name == "pyDVL" and seed == 0 and kind == "shapley":
+                # whole permutations of n_train - 1 evaluations, plus U(all rows)
+                budget = (evaluations - 1) // (n_train - 1) * (n_train - 1)
+            elif name == "pyDVL" and seed == 0:
+                budget = evaluations
+    row("library", "n_jobs", "evaluations", "fits", "seconds", "CPU seconds")
+    for name, results in runs.items():
+        row(name, "1", *(sum(r[i] for r in results) for i in (1, 4, 2, 3)))
+    seconds = {
+        (name, 1): sum(r[2] for r in results) / 2 for name, results in runs.items()
+    }
+    for name, function in libraries.items() if n_jobs > 1 else ():
+        # (re)start the workers in this library's joblib configuration
+        function(kind, data, 2 if name == "pyDVL" else 2 * n_train, 0, n_jobs)
+        size = n_samples if name == "pyDVL" else budget
+        _, seconds[name, n_jobs], _ = timed(
+            lambda f=function, z=size: f(kind, data, z, 0, n_jobs)
         )
-        for jobs in dict.fromkeys([None, n_jobs]):
-            ratio = runs["pyDVL", jobs][1] / runs["dataval", jobs][1]
-            print(f"pyDVL / dataval time, n_jobs={jobs or 1}: {ratio:.2f}x")
+        row(name, str(n_jobs), "(seed 0)", "-", seconds[name, n_jobs], "-")
+    print("Spearman rank correlation of the values:")
+    for name, results in runs.items():
+        noise = spearmanr(results[0][0], results[1][0]).statistic
+        print(f"  {name}, seed 0 vs seed 1: {noise:.3f}")
+    if pv is None:
+        return
+    across = np.mean(
+        [
+            spearmanr(a[0], b[0]).statistic
+            for a in runs["dataval"]
+            for b in runs["pyDVL"]
+        ]
+    )
+    print(f"  dataval vs pyDVL, mean over the 4 pairs of seeds: {across:.3f}")
+    cpu = [sum(r[3] for r in runs[name]) for name in ("pyDVL", "dataval")]
+    print(
+        f"pyDVL / dataval at equal evaluations, CPU time, n_jobs=1: {cpu[0] / cpu[1]:.2f}x"
+    )
+    for jobs in dict.fromkeys([1, n_jobs]):
+        ratio = seconds["pyDVL", jobs] / seconds["dataval", jobs]
+        print(
+            f"pyDVL / dataval at equal evaluations, wall time, n_jobs={jobs}: {ratio:.2f}x"
+        )
 
 
 # --------------------------------------------------------------- mislabel AUC

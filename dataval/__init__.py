@@ -19,9 +19,10 @@ from ._estimators.trajectory.tracin import TracIn
 from ._filters._filtered import FilteredEstimator
 from ._filters._mislabel import MislabelFilter
 from ._persistence import load, save
+from ._valuation._banzhaf import BanzhafValuation
 from ._valuation._knn import KNNShapley
-from ._valuation._montecarlo import BanzhafValuation, ShapleyValuation
 from ._valuation._oob import DataOOB
+from ._valuation._shapley import ShapleyValuation
 
 __version__ = "0.1.0.dev0"
 

@@ -24,8 +24,8 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils._param_validation import InvalidParameterError
 
 from dataval import BanzhafValuation, DataOOB, KNNShapley, ShapleyValuation
-from dataval._valuation._base import Utility
-from dataval._valuation._montecarlo import BanzhafValuation as _Banzhaf
+from dataval._valuation._banzhaf import BanzhafValuation as _Banzhaf
+from dataval._valuation._utility import Utility
 from dataval.datasets import load_mislabeled_digits
 from dataval.metrics import mislabel_detection_auc
 

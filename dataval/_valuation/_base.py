@@ -1,10 +1,7 @@
-"""The contract shared by the valuation estimators, and the utility of a subset.
+"""The contract shared by the valuation estimators, and the models they refit.
 
-Valuation by retraining asks one question of a subset ``S`` of the training
-rows: how good is the model fitted on ``S`` alone? That number is the
-*utility* ``U(S)``. :class:`Utility` computes it the same way every time (one
-seeded clone of the user's estimator, one scorer, one validation set) and
-defines it for the subsets a model cannot be fitted on.
+Seeded clones (a subset always gives the same model), and the constant
+models that stand in for a fit on a degenerate subset (empty, one class).
 """
 
 from numbers import Integral
@@ -19,7 +16,6 @@ from sklearn.base import (
     clone,
     is_classifier,
 )
-from sklearn.metrics import check_scoring
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval
 from tqdm.auto import tqdm
@@ -107,6 +103,8 @@ def draw_seed(random_state):
 
 def take(data, rows):
     """Rows ``rows`` (integer positions) of an array, list or pandas object."""
+    if isinstance(data, np.ndarray):
+        return data[rows]
     return _safe_indexing(data, rows)
 
 
@@ -171,47 +169,6 @@ def constant_model(model, y_rows, y_all):
     if len(labels):
         return None
     return _ConstantRegressor(value=np.mean(to_numpy(y_all), axis=0)).fit()
-
-
-class Utility:
-    """``U(S)``: the score on ``(X_val, y_val)`` of ``model`` fitted on rows ``S``.
-
-    Degenerate subsets (see :func:`constant_model`) are scored as a
-    constant model. A fit or score that raises gives ``error_score``, or
-    re-raises with the subset's size when it is ``"raise"``.
-    """
-
-    def __init__(self, model, X, y, X_val, y_val, scoring, error_score):
-        self.model = model
-        self.X, self.y = X, y
-        self.X_val, self.y_val = X_val, y_val
-        self.scorer = check_scoring(model, scoring=scoring)
-        self.error_score = error_score
-
-    def __call__(self, rows):
-        y_rows = take(self.y, rows)
-        fitted = constant_model(self.model, y_rows, self.y)
-        try:
-            if fitted is None:
-                fitted = clone(self.model).fit(take(self.X, rows), y_rows)
-            score = float(self.scorer(fitted, self.X_val, self.y_val))
-        except Exception as error:
-            if isinstance(self.error_score, str):
-                raise ValueError(
-                    f"Fitting or scoring {type(self.model).__name__} on a subset of "
-                    f"{len(rows)} training rows failed ({type(error).__name__}: "
-                    f"{error}). Small subsets are part of valuation by retraining; "
-                    "pass error_score=0.0 (or another number) to give such subsets "
-                    "that utility."
-                ) from error
-            return float(self.error_score)
-        if not np.isfinite(score):
-            raise FloatingPointError(
-                f"The scorer returned {score} for the model fitted on a subset of "
-                f"{len(rows)} training rows; use a bounded scoring such as "
-                "'accuracy' or 'r2'."
-            )
-        return score
 
 
 def split_tasks(items, n_jobs):
