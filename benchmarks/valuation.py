@@ -7,13 +7,15 @@ Four measurements, printed as tables (one run, same machine):
    time of each.
 2. Truncated Monte Carlo Shapley and 3. Banzhaf by maximum sample reuse on a
    logistic regression of the breast cancer data (``--n-train`` rows, 20 % of
-   their labels flipped), both
-   libraries without truncation and with the same number of samples
-   (permutations, subsets). Fits are counted inside the model, so the table
-   shows the fits each library made, the wall time, and Spearman's rank
-   correlation between the libraries and between two seeds of one library
-   (the Monte Carlo noise floor at that budget). ``--n-jobs`` runs both
-   libraries with that many joblib workers as well.
+   their labels flipped), without truncation, at equal utility evaluations:
+   pyDVL runs to ``MaxUpdates(--permutations)`` or ``MaxUpdates(--subsets)``
+   and dataval gets as many evaluations (``max_fits``). Both value the same
+   utility of the same seeded model (see ``CountedLogistic``). The table
+   shows the evaluations and the fits counted inside the model, wall and
+   CPU seconds of seeds 0 and 1 run serially (interleaved), wall seconds of
+   seed 0 with ``--n-jobs`` workers, and Spearman's rank correlation between
+   the libraries and between two seeds of one library (the Monte Carlo noise
+   floor at that budget).
 4. Mislabel detection on the digits with 10 % flipped labels: ROC AUC of
    ``-value`` of Data-OOB (dataval; pyDVL on a BaggingClassifier with the
    same number of bags) and of KNN-Shapley (each row valued on the others),

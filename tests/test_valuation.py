@@ -15,7 +15,8 @@ import pytest
 from joblib import parallel_config
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
-from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
+from sklearn.metrics import check_scoring
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
@@ -184,6 +185,95 @@ def test_degenerate_regression_subsets():
     assert empty == pytest.approx(-np.mean((y_val - y.mean()) ** 2))
     one = utility(np.array([3]))  # a single row is fitted as usual
     assert one == pytest.approx(-np.mean((y_val - y[3]) ** 2))
+
+
+def _blobs_as_text(X, y, X_val, y_val):
+    names = np.array(["cat", "dog"])
+    return X, names[y], X_val, names[y_val]
+
+
+def _noisy_line(X, y, X_val, y_val):
+    return X, X[:, 0] + y, X_val, X_val[:, 0] + y_val
+
+
+def _constant_targets(X, y, X_val, y_val):
+    return X, X[:, 0], X_val, np.full(len(y_val), 0.5)
+
+
+# (model, scoring, data): the refit shortcuts of Utility.refits() must give
+# sklearn's own score of a fresh clone on every non-degenerate subset
+REFIT_CASES = [
+    (LogisticRegression(solver="liblinear", random_state=0), "accuracy", None),
+    (GaussianNB(), None, None),  # ClassifierMixin.score: accuracy of predict
+    (make_pipeline(StandardScaler(), LogisticRegression()), "accuracy", None),
+    (LogisticRegression(), "accuracy", _blobs_as_text),
+    (LogisticRegression(), "neg_log_loss", None),  # no shortcut: sklearn's scorer
+    # refits that a reused clone would change: a fresh clone each
+    (SGDClassifier(warm_start=True, max_iter=3, tol=None, random_state=0), None, None),
+    (
+        DecisionTreeClassifier(
+            splitter="random", max_depth=2, random_state=np.random.RandomState(0)
+        ),
+        "accuracy",
+        None,
+    ),
+    (LinearRegression(), None, _noisy_line),  # RegressorMixin.score: r2
+    (LinearRegression(), "r2", _noisy_line),
+    (LinearRegression(), "r2", _constant_targets),  # r2 of a constant y_val
+]
+
+
+@pytest.mark.parametrize(
+    "model, scoring, data",
+    REFIT_CASES,
+    ids=[
+        "logistic",
+        "nb-score",
+        "pipeline",
+        "text-labels",
+        "log-loss",
+        "warm-start",
+        "random-state-instance",
+        "linear-score",
+        "linear-r2",
+        "r2-constant-y_val",
+    ],
+)
+def test_refit_shortcuts_give_sklearns_scores(model, scoring, data):
+    X, y, X_val, y_val = _tiny(n=12, seed=2)
+    if data is not None:
+        X, y, X_val, y_val = data(X, y, X_val, y_val)
+    utility = Utility(clone(model), X, y, X_val, y_val, scoring, "raise")
+    scorer = check_scoring(model, scoring=scoring)
+    rng = np.random.RandomState(0)
+    subsets = [np.sort(rng.permutation(12)[: rng.randint(4, 13)]) for _ in range(12)]
+    subsets = [rows for rows in subsets if len(np.unique(y[rows])) > 1]
+    with utility.refits() as evaluate:
+        ours = [evaluate(rows) for rows in subsets]
+    expected = [
+        scorer(clone(model).fit(X[rows], y[rows]), X_val, y_val) for rows in subsets
+    ]
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
+
+
+def test_model_parameters_are_checked_before_the_refits_skip_it():
+    X, y, X_val, y_val = _tiny(n=8)
+    with pytest.raises(InvalidParameterError, match="'C' parameter"):
+        BanzhafValuation(max_fits=10).fit(LogisticRegression(C=-1.0), X, y).value(
+            X_val, y_val
+        )
+    with pytest.raises(InvalidParameterError, match="'C' parameter"):
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(C=-1.0))
+        BanzhafValuation(max_fits=10).fit(pipe, X, y).value(X_val, y_val)
+
+
+def test_non_finite_features_still_reach_the_models_check():
+    X, y, X_val, y_val = _tiny(n=8)
+    X[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        BanzhafValuation(max_fits=10, random_state=0).fit(
+            LogisticRegression(), X, y
+        ).value(X_val, y_val)
 
 
 def test_failing_subsets_raise_naming_error_score_or_get_it():
