@@ -183,23 +183,14 @@ def pydvl_sampled(kind, data, n_samples, seed, n_jobs):
     return values, CountedLogistic.fits - fits
 
 
-def sampled(kind, n_train, n_samples, n_jobs):
-    """Both libraries at equal utility evaluations: seeds 0 and 1 of each, serial
-    and interleaved (pyDVL first: dataval gets its number of evaluations), then
-    seed 0 with ``n_jobs`` workers."""
-    data = breast_cancer(n_train)
-    print(
-        f"\n{kind}: LogisticRegression(liblinear), breast cancer (20 % of the training "
-        f"labels flipped), {n_train} training x 200 validation rows, accuracy, "
-        f"no truncation; pyDVL: MaxUpdates({n_samples}), dataval: as many "
-        "utility evaluations"
-    )
-    libraries = {"dataval": ours_sampled}
-    if pv is not None:
-        libraries = {"pyDVL": pydvl_sampled, **libraries}
+def serial_runs(libraries, kind, data, n_samples):
+    """``{library: [(values, evaluations, wall, cpu, fits) per seed]}``, and
+    dataval's budget: seeds 0 and 1, interleaved, pyDVL first (dataval gets the
+    evaluations pyDVL made)."""
+    n_train = len(data[1])
     # dataval's Shapley evaluates U(all rows) once, not once per permutation
     budget = n_samples * n_train - 1 if kind == "shapley" else n_samples
-    runs = {name: [] for name in libraries}  # (values, evaluations, wall, cpu, fits)
+    runs = {name: [] for name in libraries}
     for seed in (0, 1):
         for name, function in libraries.items():
             size = n_samples if name == "pyDVL" else budget
@@ -212,12 +203,38 @@ def sampled(kind, n_train, n_samples, n_jobs):
                 budget = (evaluations - 1) // (n_train - 1) * (n_train - 1)
             elif name == "pyDVL" and seed == 0:
                 budget = evaluations
+    return runs, budget
+
+
+def print_agreement(runs):
+    print("Spearman rank correlation of the values:")
+    for name, results in runs.items():
+        noise = spearmanr(results[0][0], results[1][0]).statistic
+        print(f"  {name}, seed 0 vs seed 1: {noise:.3f}")
+    if "pyDVL" in runs:
+        pairs = [(a[0], b[0]) for a in runs["dataval"] for b in runs["pyDVL"]]
+        across = np.mean([spearmanr(a, b).statistic for a, b in pairs])
+        print(f"  dataval vs pyDVL, mean over the 4 pairs of seeds: {across:.3f}")
+
+
+def sampled(kind, n_train, n_samples, n_jobs):
+    """Both libraries at equal utility evaluations: seeds 0 and 1 of each,
+    serially, then seed 0 with ``n_jobs`` workers."""
+    data = breast_cancer(n_train)
+    print(
+        f"\n{kind}: LogisticRegression(liblinear), breast cancer (20 % of the training "
+        f"labels flipped), {n_train} training x 200 validation rows, accuracy, "
+        f"no truncation; pyDVL: MaxUpdates({n_samples}), dataval: as many "
+        "utility evaluations"
+    )
+    libraries = {"dataval": ours_sampled}
+    if pv is not None:
+        libraries = {"pyDVL": pydvl_sampled, **libraries}
+    runs, budget = serial_runs(libraries, kind, data, n_samples)
     row("library", "n_jobs", "evaluations", "fits", "seconds", "CPU seconds")
     for name, results in runs.items():
         row(name, "1", *(sum(r[i] for r in results) for i in (1, 4, 2, 3)))
-    seconds = {
-        (name, 1): sum(r[2] for r in results) / 2 for name, results in runs.items()
-    }
+    seconds = {(name, 1): sum(r[2] for r in runs[name]) / 2 for name in runs}
     for name, function in libraries.items() if n_jobs > 1 else ():
         # (re)start the workers in this library's joblib configuration
         function(kind, data, 2 if name == "pyDVL" else 2 * n_train, 0, n_jobs)
@@ -226,28 +243,17 @@ def sampled(kind, n_train, n_samples, n_jobs):
             lambda f=function, z=size: f(kind, data, z, 0, n_jobs)
         )
         row(name, str(n_jobs), "(seed 0)", "-", seconds[name, n_jobs], "-")
-    print("Spearman rank correlation of the values:")
-    for name, results in runs.items():
-        noise = spearmanr(results[0][0], results[1][0]).statistic
-        print(f"  {name}, seed 0 vs seed 1: {noise:.3f}")
+    print_agreement(runs)
     if pv is None:
         return
-    across = np.mean(
-        [
-            spearmanr(a[0], b[0]).statistic
-            for a in runs["dataval"]
-            for b in runs["pyDVL"]
-        ]
-    )
-    print(f"  dataval vs pyDVL, mean over the 4 pairs of seeds: {across:.3f}")
     cpu = [sum(r[3] for r in runs[name]) for name in ("pyDVL", "dataval")]
     print(
-        f"pyDVL / dataval at equal evaluations, CPU time, n_jobs=1: {cpu[0] / cpu[1]:.2f}x"
+        f"pyDVL / dataval at equal evaluations, CPU, n_jobs=1: {cpu[0] / cpu[1]:.2f}x"
     )
     for jobs in dict.fromkeys([1, n_jobs]):
         ratio = seconds["pyDVL", jobs] / seconds["dataval", jobs]
         print(
-            f"pyDVL / dataval at equal evaluations, wall time, n_jobs={jobs}: {ratio:.2f}x"
+            f"pyDVL / dataval at equal evaluations, wall, n_jobs={jobs}: {ratio:.2f}x"
         )
 
 
