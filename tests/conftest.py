@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from catalogue import CATALOGUE
 from sklearn.datasets import load_iris, make_regression
 from sklearn.preprocessing import StandardScaler
 
@@ -12,12 +13,18 @@ from sklearn.preprocessing import StandardScaler
 torch.set_num_threads(1)
 
 
-def matmul_supported(dtype):
-    """Whether this torch multiplies ``dtype`` matrices on the default device.
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("cuda") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
 
-    torch 2.1 has no float16 matrix products on the CPU; dataval refuses such a
-    ``dtype`` at ``fit`` with a ValueError.
-    """
+
+@pytest.fixture(params=CATALOGUE, ids=lambda entry: entry.id)
+def entry(request):
+    """Each influence estimator of the catalogue in turn (catalogue.py)."""
+    return request.param
+
+
+def _matmul_supported(dtype):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ones = torch.ones(2, 2, dtype=getattr(torch, dtype), device=device)
     try:
@@ -25,6 +32,16 @@ def matmul_supported(dtype):
     except RuntimeError:
         return False
     return True
+
+
+@pytest.fixture
+def matmul_supported():
+    """``supported(dtype)``: whether torch multiplies such matrices here.
+
+    torch 2.1 has no float16 matrix products on the CPU; dataval refuses such a
+    ``dtype`` at ``fit`` with a ValueError.
+    """
+    return _matmul_supported
 
 
 @pytest.fixture
@@ -78,6 +95,7 @@ def trained_mlp(iris):
     return module, X, y, X_test, y_test
 
 
+@pytest.fixture
 def confident_net():
     """``(net, X, y)``: a net that predicts its own labels with probability ~1 - 1e-4.
 

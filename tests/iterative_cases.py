@@ -6,7 +6,6 @@ case is above ``-damping``).
 """
 
 import numpy as np
-import pytest
 import torch
 from sklearn.datasets import load_iris
 from sklearn.neural_network import MLPClassifier
@@ -84,44 +83,3 @@ def assert_close(scores, reference, rtol):
     """Close relative to the largest reference score."""
     scores, reference = np.asarray(scores), np.asarray(reference)
     np.testing.assert_allclose(scores, reference, atol=rtol * np.abs(reference).max())
-
-
-def assert_model_unchanged(estimator, case):
-    """Fitting and scoring leave the module's parameters and mode alone."""
-    model, X, y = build(case)
-    module = model if isinstance(model, torch.nn.Module) else None
-    before = _snapshot(model)
-    if module is not None:
-        module.train()
-    estimator.fit(model, X, y).score(X[:2], y[:2])
-    after = _snapshot(model)
-    assert before.keys() == after.keys()
-    for name in before:
-        np.testing.assert_array_equal(before[name], after[name])
-    if module is not None:
-        assert module.training
-        assert all(p.requires_grad for p in module.parameters())
-
-
-def _snapshot(model):
-    if isinstance(model, torch.nn.Module):
-        return {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
-    return {
-        f"coef{i}": np.array(w) for i, w in enumerate(model.coefs_ + model.intercepts_)
-    }
-
-
-def assert_rejects(estimator, name):
-    """Fitting raises an error naming the bad parameter and the estimator."""
-    model, X, y = build(CASES[0])
-    pattern = f"'{name}' parameter of {type(estimator).__name__}"
-    with pytest.raises(ValueError, match=pattern):
-        estimator.fit(model, X, y)
-
-
-def bad_parameter_cases(estimator_class, bad):
-    """``pytest.param(estimator, pattern)`` per bad value in ``{param: value}``."""
-    return [
-        pytest.param(estimator_class(**{name: value}), name, id=f"{name}={value!r}")
-        for name, value in bad.items()
-    ]

@@ -5,9 +5,6 @@ from iterative_cases import (
     CASE_IDS,
     CASES,
     assert_close,
-    assert_model_unchanged,
-    assert_rejects,
-    bad_parameter_cases,
     build,
     exact_scores,
     fit_scores,
@@ -95,32 +92,3 @@ def test_rank_and_n_iter_must_fit_the_model(params, message):
     model, X, y = build(CASES[0])
     with pytest.raises(ValueError, match=message):
         ArnoldiInfluence(**params).fit(model, X, y)
-
-
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_model_unchanged(case):
-    assert_model_unchanged(ArnoldiInfluence(rank=4, random_state=0), case)
-
-
-@pytest.mark.parametrize(
-    "estimator, name",
-    bad_parameter_cases(
-        ArnoldiInfluence,
-        {"rank": 0, "max_iter": 0, "damping": None, "curvature": "x", "complement": 1},
-    ),
-)
-def test_bad_parameters(estimator, name):
-    assert_rejects(estimator, name)
-
-
-def test_verbose_shows_progress(capsys):
-    fit_scores(ArnoldiInfluence(rank=3, verbose=1, random_state=0), CASES[0])
-    assert "Lanczos" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    kwargs = {"rank": 10, "dtype": "float64", "random_state": 0}
-    cpu = fit_scores(ArnoldiInfluence(device="cpu", **kwargs), CASES[0])
-    cuda = fit_scores(ArnoldiInfluence(device="cuda", **kwargs), CASES[0])
-    assert_close(cuda, cpu, rtol=1e-6)

@@ -5,9 +5,6 @@ from iterative_cases import (
     CASE_IDS,
     CASES,
     assert_close,
-    assert_model_unchanged,
-    assert_rejects,
-    bad_parameter_cases,
     build,
     exact_scores,
     fit_scores,
@@ -190,43 +187,3 @@ def test_warns_on_negative_curvature():
             ),
             case,
         )
-
-
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_model_unchanged(case):
-    assert_model_unchanged(CGInfluence(damping=case["damping"]), case)
-
-
-@pytest.mark.parametrize(
-    "estimator, name",
-    bad_parameter_cases(
-        CGInfluence,
-        {
-            "max_iter": 0,
-            "tol": 0.0,
-            "preconditioner": "jacobi",
-            "preconditioner_rank": 0,
-            "hessian_batch_size": 0,
-            "damping": "big",
-            "curvature": "fisher",
-            "random_state": "seed",
-        },
-    ),
-)
-def test_bad_parameters(estimator, name):
-    assert_rejects(estimator, name)
-
-
-def test_verbose_shows_progress(capsys):
-    case = CASES[0]
-    fit_scores(CGInfluence(damping=case["damping"], max_iter=3, verbose=1), case)
-    assert "conjugate gradient" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    case = CASES[0]
-    kwargs = {"damping": case["damping"], "tol": 1e-10, "dtype": "float64"}
-    cpu = fit_scores(CGInfluence(device="cpu", **kwargs), case)
-    cuda = fit_scores(CGInfluence(device="cuda", **kwargs), case)
-    assert_close(cuda, cpu, rtol=1e-8)

@@ -1,13 +1,9 @@
 import numpy as np
 import pytest
-import torch
 from iterative_cases import (
     CASE_IDS,
     CASES,
     assert_close,
-    assert_model_unchanged,
-    assert_rejects,
-    bad_parameter_cases,
     build,
     exact_scores,
     fit_scores,
@@ -114,42 +110,3 @@ def test_batch_size_does_not_change_the_series():
     np.testing.assert_allclose(
         small.score(X[:9], y[:9]), large.score(X[:9], y[:9]), rtol=1e-6, atol=1e-12
     )
-
-
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_model_unchanged(case):
-    lissa = LiSSAInfluence(damping=DAMPING, depth=10, random_state=0)
-    assert_model_unchanged(lissa, case)
-
-
-@pytest.mark.parametrize(
-    "estimator, name",
-    bad_parameter_cases(
-        LiSSAInfluence,
-        {
-            "depth": 0,
-            "scale": -1.0,
-            "repeats": 0,
-            "hessian_batch_size": 0,
-            "damping": -1.0,
-            "curvature": "fisher",
-        },
-    ),
-)
-def test_bad_parameters(estimator, name):
-    assert_rejects(estimator, name)
-
-
-def test_verbose_shows_progress(capsys):
-    case = CASES[0]
-    fit_scores(LiSSAInfluence(damping=DAMPING, depth=5, verbose=1), case)
-    assert "LiSSA" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    case = CASES[0]
-    kwargs = {"damping": DAMPING, "depth": 50, "dtype": "float64", "random_state": 0}
-    cpu = fit_scores(LiSSAInfluence(device="cpu", **kwargs), case)
-    cuda = fit_scores(LiSSAInfluence(device="cuda", **kwargs), case)
-    assert_close(cuda, cpu, rtol=1e-8)

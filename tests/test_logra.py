@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from kfac_cases import CASES, build, ids, kronecker_curvature, to_layer_order
-from sklearn.utils._param_validation import InvalidParameterError
 
 from dataval import EKFACInfluence, KFACInfluence, LoGraInfluence
 
@@ -99,16 +98,3 @@ def test_projections_are_seeded():
     assert not torch.equal(first.projections_["0"][1], other.projections_["0"][1])
     # layer "0": 5 inputs (bias included) and 6 outputs; "2": 7 and 3
     assert first.n_params_ == 3 * 3 + 3 * 3
-
-
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        (dict(factor_dim=0), "factor_dim"),
-        (dict(eigenvalue_correction="yes"), "eigenvalue_correction"),
-    ],
-)
-def test_bad_parameters(params, match):
-    module, X, y = build(CASES[0])
-    with pytest.raises(InvalidParameterError, match=match):
-        LoGraInfluence(**params).fit(module, X, y)

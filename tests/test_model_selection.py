@@ -122,7 +122,8 @@ def _unfitted_state(model):
 BROKEN = ExactInfluence(max_params=1)  # the dense-size error, at fit
 
 
-@pytest.mark.parametrize("n_jobs", [None, 2])
+# n_jobs=2 starts worker processes
+@pytest.mark.parametrize("n_jobs", [None, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_failing_estimator_is_recorded_and_the_others_kept(n_jobs):
     model, X, y = _regression()
     before = _unfitted_state(model)

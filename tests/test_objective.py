@@ -13,7 +13,6 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
-from test_parallel import ESTIMATORS, _estimator
 
 import dataval
 from dataval import ExactInfluence
@@ -236,8 +235,8 @@ def _linear_data():
     return X, y, X[:6] + 0.1, y[:6]
 
 
-@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
-def test_every_estimator_weights_the_training_rows(cls):
+@pytest.mark.filterwarnings("ignore:depth=5 is short")
+def test_every_estimator_weights_the_training_rows(entry):
     """A weight-0 row has no influence; weights change the scores.
 
     Least squares on one output has the same Kronecker, projected and
@@ -258,11 +257,12 @@ def test_every_estimator_weights_the_training_rows(cls):
         max_iter=200,
         rank=4,
     )
+    cls = entry.cls
     valid = cls().get_params()
     params = {k: v for k, v in wanted.items() if k in valid}
 
     def make():
-        return _estimator(cls).set_params(**params)
+        return entry.make().set_params(**params)
 
     estimator = make().fit(model, X, y, sample_weight=w)
     scores = estimator.score(X_test, y_test)

@@ -1,54 +1,26 @@
-"""Fitted estimators survive pickle, joblib and dataval.save / dataval.load."""
+"""Fitted estimators survive pickle, joblib and dataval.save / dataval.load.
+
+That every estimator's round trips give its scores is a contract test
+(test_contract.py); here are the file format and the checks of dataval.load.
+"""
 
 import io
-import pickle
 
 import joblib
 import pandas as pd
 import pytest
 import torch
+from catalogue import CATALOGUE, checkpoints, frames, trained_user_module
 from sklearn.linear_model import LogisticRegression
-from test_base import _assert_same_state, _module_state
-from test_parallel import ESTIMATORS, _estimator
+from user_model import assert_unchanged, fingerprint
 
 import dataval
-
-
-def _pickle(estimator, tmp_path):
-    return pickle.loads(pickle.dumps(estimator))
-
-
-def _joblib(estimator, tmp_path):
-    joblib.dump(estimator, tmp_path / "estimator.joblib")
-    return joblib.load(tmp_path / "estimator.joblib")
-
-
-def _save_load(estimator, tmp_path, model, X, y):
-    dataval.save(estimator, tmp_path / "estimator.pt")
-    return dataval.load(tmp_path / "estimator.pt", model, X, y)
 
 
 @pytest.fixture
 def fitted(trained_mlp):
     module, X, y, X_test, y_test = trained_mlp
     return module, X, y, X_test[:10], y_test[:10]
-
-
-@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("round_trip", [_pickle, _joblib, _save_load])
-def test_round_trip_gives_the_same_scores(cls, round_trip, fitted, tmp_path):
-    module, X, y, X_test, y_test = fitted
-    estimator = _estimator(cls).fit(module, X, y)
-    if round_trip is _save_load:
-        restored = round_trip(estimator, tmp_path, module, X, y)
-    else:
-        restored = round_trip(estimator, tmp_path)
-    pd.testing.assert_frame_equal(
-        restored.score(X_test, y_test), estimator.score(X_test, y_test)
-    )
-    pd.testing.assert_series_equal(
-        restored.value(X_test, y_test), estimator.value(X_test, y_test)
-    )
 
 
 def test_saved_file_loads_without_code(fitted):
@@ -67,11 +39,13 @@ def test_saved_file_loads_without_code(fitted):
     }
 
 
-def test_fitting_and_scoring_write_nothing(fitted, tmp_path, monkeypatch):
-    module, X, y, X_test, y_test = fitted
+@pytest.mark.filterwarnings("ignore:depth=5 is short")
+def test_fitting_and_scoring_write_nothing(tmp_path, monkeypatch):
+    X, y, X_test, y_test = frames()
+    module, states = trained_user_module(), checkpoints()
     monkeypatch.chdir(tmp_path)
-    for cls in ESTIMATORS:
-        estimator = _estimator(cls, verbose=1).fit(module, X, y)
+    for entry in CATALOGUE:
+        estimator = entry.make(states, verbose=1).fit(module, X, y)
         estimator.top_k(X_test, y_test, k=2)
     assert list(tmp_path.iterdir()) == []
 
@@ -116,58 +90,6 @@ def test_load_asks_for_parameters_it_could_not_save(fitted, tmp_path):
     )
 
 
-def _user_model_state(module):
-    """Parameters (values and the same objects), requires_grad, modes, hooks."""
-    return _module_state(module), [(id(p), p.dtype) for p in module.parameters()]
-
-
-def _assert_user_model_unchanged(before, module):
-    after = _user_model_state(module)
-    _assert_same_state(before[0], after[0])
-    assert before[1] == after[1]
-
-
-def _fitted_attributes(estimator):
-    return sorted(k for k in vars(estimator) if k.endswith("_") and k[0] != "_")
-
-
-@pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)
-def test_load_restores_every_estimator_without_refitting(
-    cls, fitted, tmp_path, monkeypatch
-):
-    """Random estimators too: the state is stored, not recomputed from a seed."""
-    module, X, y, X_test, y_test = fitted
-    before = _user_model_state(module)
-    estimator = _estimator(cls)
-    if "random_state" in estimator.get_params():
-        estimator.set_params(random_state=None)
-    estimator.fit(module, X, y)
-    dataval.save(estimator, tmp_path / "e.pt")
-
-    def refit(self):
-        raise AssertionError("load ran _fit_curvature")
-
-    for klass in type(estimator).__mro__:
-        if "_fit_curvature" in vars(klass):
-            monkeypatch.setattr(klass, "_fit_curvature", refit)
-    restored = dataval.load(tmp_path / "e.pt", module, X, y)
-    assert _fitted_attributes(restored) == _fitted_attributes(estimator)
-    pd.testing.assert_frame_equal(
-        restored.score(X_test, y_test),
-        estimator.score(X_test, y_test),
-        check_exact=True,
-    )
-    pd.testing.assert_frame_equal(
-        restored.top_k(X_test, y_test, k=3), estimator.top_k(X_test, y_test, k=3)
-    )
-    pd.testing.assert_series_equal(
-        restored.value(X_test, y_test),
-        estimator.value(X_test, y_test),
-        check_exact=True,
-    )
-    _assert_user_model_unchanged(before, module)
-
-
 def _changed_value(module, X, y):
     X = X.clone()
     X[3, 1] += 1e-3
@@ -188,11 +110,11 @@ def _changed_label(module, X, y):
 @pytest.mark.parametrize("change", [_changed_value, _reordered_rows, _changed_label])
 def test_load_checks_a_fingerprint_of_the_data(change, fitted, tmp_path):
     module, X, y, *_ = fitted
-    before = _user_model_state(module)
+    before = fingerprint(module)
     dataval.save(dataval.KFACInfluence().fit(module, X, y), tmp_path / "e.pt")
     with pytest.raises(ValueError, match="differ from the training data"):
         dataval.load(tmp_path / "e.pt", *change(module, X, y))
-    _assert_user_model_unchanged(before, module)
+    assert_unchanged(before, module)
 
 
 def _write_text(path):
@@ -246,7 +168,7 @@ def test_load_reports_a_missing_file(tmp_path):
         dataval.load(tmp_path / "missing.pt", None, None, None)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_state_saved_on_cuda_loads_on_the_cpu(fitted, tmp_path):
     module, X, y, X_test, y_test = fitted
     gpu = dataval.ExactInfluence(device="cuda").fit(module, X, y)

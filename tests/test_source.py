@@ -131,7 +131,6 @@ def test_segments_follow_true_unrolled_gradient_descent():
             dict(learning_rates=[0.1, 0.2]),
             "learning_rates must be one number or one per segment \\(3\\)",
         ),
-        (dict(steps=0), "steps must be positive"),
         (dict(steps=[1, 2, np.inf]), "steps must be positive"),
     ],
 )

@@ -79,7 +79,6 @@ def test_by_layer_sums_over_checkpoints():
     "params, match",
     [
         (dict(learning_rates=[0.1, 0.2]), "one per checkpoint"),
-        (dict(learning_rates=-1.0), "positive"),
         (dict(checkpoints=[{"0.weight": "not a tensor"}]), "state_dict"),
         (dict(checkpoints=[{"nothing": torch.zeros(1)}]), "no entry"),
     ],

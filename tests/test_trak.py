@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from reference import dense_curvature, dense_influence, per_row_gradients
 from sklearn.linear_model import LogisticRegression
-from sklearn.utils._param_validation import InvalidParameterError
 
 from dataval import ExactInfluence, TRAKInfluence
 from dataval._estimators.projection import random as _projection
@@ -166,19 +165,3 @@ def test_ensemble_averages_the_checkpoints(trained_mlp):
     layers = both.score(X_test, y_test, by_layer=True)
     assert list(layers.index.get_level_values("layer").unique()) == ["projected"]
     np.testing.assert_allclose(layers.droplevel("layer"), scores, rtol=1e-5, atol=1e-9)
-
-
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        (dict(projection_dim=0), "projection_dim"),
-        (dict(projection_dim=2.5), "projection_dim"),
-        (dict(random_state="seed"), "random_state"),
-        (dict(ensemble="model.pt"), "ensemble"),
-    ],
-)
-def test_bad_parameters(params, match, iris):
-    X, y, *_ = iris
-    clf = LogisticRegression().fit(X, y)
-    with pytest.raises(InvalidParameterError, match=match):
-        TRAKInfluence(**params).fit(clf, X, y)

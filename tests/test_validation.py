@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import matmul_supported
 from sklearn.linear_model import LogisticRegression
-from test_model_safety import _assert_unchanged, _fingerprint
+from user_model import assert_unchanged, fingerprint
 
 from dataval import CGInfluence, EKFACInfluence, ExactInfluence, TracIn
 
@@ -101,12 +100,12 @@ def test_missing_labels_are_named(frame):
 def test_integer_features_a_float_module_cannot_take_are_refused(iris, net):
     X, y, _, _ = iris
     pixels = torch.tensor(np.abs(X) * 50).to(torch.uint8)
-    before = _fingerprint(net)
+    before = fingerprint(net)
     with pytest.raises(
         TypeError, match=r"integer dtype torch.uint8.*X.float\(\) / 255"
     ):
         ExactInfluence().fit(net, pixels, torch.tensor(y))
-    _assert_unchanged(before, net)
+    assert_unchanged(before, net)
 
 
 # ----------------------------------------------------------------- targets
@@ -122,10 +121,10 @@ def test_two_dimensional_labels_are_refused(frame, net):
 
 def test_float_targets_that_do_not_match_the_outputs_are_refused(regression, net):
     X, y, _, _ = regression
-    before = _fingerprint(net)
+    before = fingerprint(net)
     with pytest.raises(ValueError, match=r"1 value\(s\) per row.*outputs 3 per row"):
         ExactInfluence().fit(net, torch.tensor(X), torch.tensor(y))
-    _assert_unchanged(before, net)
+    assert_unchanged(before, net)
 
 
 def test_a_loss_that_is_not_one_value_per_row_is_refused(iris, net):
@@ -161,12 +160,12 @@ def fragile(regression):
 )
 def test_a_nan_loss_names_the_training_rows(estimator, fragile):
     module, X, y, X_test, y_test = fragile
-    before = _fingerprint(module)
+    before = fingerprint(module)
     # at fit where the curvature is formed there (Exact, EK-FAC), else at score
     with pytest.raises(FloatingPointError, match=r"training rows \[3, 11, 20\]"):
         estimator.set_params(loss=_fragile_loss).fit(module, X, y)
         estimator.score(X_test, torch.tensor(np.abs(y_test)))
-    _assert_unchanged(before, module)
+    assert_unchanged(before, module)
 
 
 def test_a_nan_test_loss_names_the_test_rows(fragile):
@@ -198,7 +197,7 @@ def test_a_nan_model_parameter_is_named(trained_mlp):
         ExactInfluence().fit(module, X, y)
 
 
-def test_float16_overflow_names_the_cure(regression):
+def test_float16_overflow_names_the_cure(regression, matmul_supported):
     X, y, _, _ = regression
     torch.manual_seed(0)
     module = torch.nn.Linear(4, 1)

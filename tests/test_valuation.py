@@ -106,6 +106,7 @@ def test_shapley_efficiency_is_exact(tiny_game):
     assert values.sum() == pytest.approx(full - empty, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_shapley_matches_exact_enumeration(tiny_game):
     model, X, y, X_val, y_val, U = tiny_game
     exact = _exact_shapley(U, len(y))
@@ -146,6 +147,7 @@ def test_banzhaf_maximum_sample_reuse_on_every_subset_is_exact(tiny_game):
     np.testing.assert_allclose(values, _exact_banzhaf(U, n), atol=1e-12)
 
 
+@pytest.mark.slow
 def test_banzhaf_matches_exact_enumeration(tiny_game):
     model, X, y, X_val, y_val, U = tiny_game
     exact = _exact_banzhaf(U, len(y))
