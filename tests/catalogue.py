@@ -30,15 +30,14 @@ class Entry:
     trajectory: str | None = None
     # what verbose=1 shows: the phase or the loop that runs longest
     progress: str = "scoring"
-    # draws random batches in every solve, so self_influence in parallel
-    # workers draws other ones than a serial run (LiSSA)
+    # draws random batches in every solve (LiSSA): self_influence in parallel
+    # workers draws other ones than a serial run, and is not the diagonal of
+    # score on the training rows, whose solves draw others again
     stochastic_solve: bool = False
     # the influence is over every trainable parameter (n_params_ counts them);
     # Kronecker-factored estimators count their layers' parameters, the
     # projected ones their projected dimensions
     all_parameters: bool = False
-    # self_influence() is the diagonal of score() on the training rows
-    self_influence_is_diagonal: bool = True
 
     @property
     def id(self):
@@ -75,7 +74,6 @@ CATALOGUE = [
         progress="LiSSA",
         stochastic_solve=True,
         all_parameters=True,
-        self_influence_is_diagonal=False,
     ),
     Entry(
         dataval.ArnoldiInfluence,
