@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import sparse
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 
 def row_index(X, y=None):
@@ -192,6 +194,24 @@ def check_features(X, name="X"):
             f"{name} contains NaN or infinity in {rows_text(index, np.flatnonzero(bad))}; impute "
             "or drop those rows first."
         )
+    return X
+
+
+def is_fitted(model):
+    """Whether ``model`` is fitted; a plain torch module always counts as fitted."""
+    if isinstance(model, torch.nn.Module):
+        return True
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        return False
+    return True
+
+
+def indexable_rows(X):
+    """``X`` with rows that can be indexed: sparse formats other than CSR/CSC -> CSR."""
+    if sparse.issparse(X) and X.format not in ("csr", "csc"):
+        return X.tocsr()
     return X
 
 

@@ -1,7 +1,8 @@
-"""How many labels are wrong: the confident joint of given and likely labels.
+"""How many labels are wrong, and which rows to drop.
 
-The count follows the confident learning of Northcutt et al. (2021, the
-method behind cleanlab): with held-out class probabilities ``P`` (n, K),
+The count is the confident joint of given and likely labels, after the
+confident learning of Northcutt et al. (2021, the method behind cleanlab):
+with held-out class probabilities ``P`` (n, K),
 
 1. each class ``k`` gets a threshold ``t_k``: the mean ``P[:, k]`` over the
    rows labelled ``k`` (how confident the model is on its own class);
@@ -23,6 +24,8 @@ memorized part of the noise and under-counts it.
 """
 
 import numpy as np
+
+from ._scores import is_classification, residuals
 
 # threshold of a class never seen in the given labels: above any probability
 _UNREACHABLE = 2.0
@@ -61,6 +64,18 @@ def estimate_n_issues(codes, proba):
     return int(joint.sum() - np.trace(joint))
 
 
+def estimate_from_predictions(labels, predicted, proba, classes):
+    """Estimated number of wrong ``labels`` (n,) from a model's predictions.
+
+    Class labels: the confident joint of ``proba`` (n, K), whose columns are
+    ``classes``; other targets: the rows whose residual ``predicted - labels``
+    is an outlier.
+    """
+    if not is_classification(labels):
+        return count_outliers(residuals(predicted, labels))
+    return estimate_n_issues(np.searchsorted(classes, labels), proba)
+
+
 def count_outliers(residuals):
     """Rows with an outlying residual: beyond 3.5 robust standard deviations.
 
@@ -74,3 +89,23 @@ def count_outliers(residuals):
     spread = _MAD_TO_STD * np.median(deviation, axis=0)  # (outputs,)
     outlying = deviation > _OUTLIER_Z * spread
     return int(outlying.any(1).sum())
+
+
+def keep_mask(scores, labels, n_issues, threshold=None):
+    """Rows kept, bool (n,): all but the ``n_issues`` highest ``scores``.
+
+    With a ``threshold``, all but the scores above it. For class labels, a
+    class never loses all its rows: its least suspicious row is kept.
+    """
+    if threshold is not None:
+        remove = scores > threshold
+    else:
+        order = np.argsort(-scores, kind="stable")
+        remove = np.zeros(len(scores), dtype=bool)
+        remove[order[:n_issues]] = True
+    if is_classification(labels):
+        for label in np.unique(labels):
+            rows = np.flatnonzero(labels == label)
+            if remove[rows].all():
+                remove[rows[np.argmin(scores[rows])]] = False
+    return ~remove

@@ -1,46 +1,37 @@
 """MislabelFilter: score every training row for a wrong label and drop the worst."""
 
-import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
 from sklearn.base import BaseEstimator, clone, is_classifier
-from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import KFold, StratifiedKFold, check_cv
 from sklearn.utils import _safe_indexing
-from sklearn.utils._param_validation import (
-    HasMethods,
-    Interval,
-    StrOptions,
-)
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import (
-    _check_feature_names,
-    _check_n_features,
-    check_is_fitted,
-)
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_feature_names, _check_n_features
 
 from .._adapters import adapt_model
 from .._estimators.dense.exact import ExactInfluence
 from .._estimators.kronecker.ekfac import EKFACInfluence
-from .._functional import FunctionalModel
 from .._progress import tqdm
-from .._validation import check_X_y, to_numpy
-from .._valuation._knn import KNNShapley, nearest_neighbour_model
+from .._validation import check_X_y, indexable_rows, is_fitted, to_numpy
+from .._valuation._knn import KNNShapley
 from .._valuation._oob import DataOOB
-from ._estimate import count_outliers, estimate_n_issues
+from ._estimate import estimate_from_predictions, keep_mask
+from ._scores import (
+    VALUATIONS,
+    cross_fit,
+    cross_fit_splits,
+    fitted_influence,
+    fitted_valuation,
+    in_sample_loss,
+    in_sample_proba,
+    is_classification,
+)
 
 #: largest model (trainable parameters) given a dense ExactInfluence by default
 DENSE_LIMIT = 5000
-# probabilities are clipped here before the log: a row the model calls
-# impossible gets a large finite loss rather than infinity
-_MIN_PROBABILITY = 1e-12
-# integer ``cv`` folds are shuffled (data often come sorted by class, source
-# or time) with this fixed seed, so the filter stays deterministic
-_FOLD_SEED = 0
 _SCORE_NAMES = {
     "combined": "combined_loss",
     "self": "self_influence",
@@ -49,8 +40,7 @@ _SCORE_NAMES = {
     "data-oob": "neg_data_oob",
     "knn-shapley": "neg_knn_shapley",
 }
-_VALUATIONS = {"data-oob": DataOOB, "knn-shapley": KNNShapley}
-_VALUATIONS_BY_CLASS = {cls: name for name, cls in _VALUATIONS.items()}
+_VALUATIONS_BY_CLASS = {cls: name for name, cls in VALUATIONS.items()}
 
 
 def default_influence(model, X, y):
@@ -66,84 +56,6 @@ def default_influence(model, X, y):
     if sum(p.numel() for p in parameters.values()) <= DENSE_LIMIT:
         return ExactInfluence()
     return EKFACInfluence()
-
-
-def _is_fitted(model):
-    if isinstance(model, torch.nn.Module):
-        return True
-    try:
-        check_is_fitted(model)
-    except NotFittedError:
-        return False
-    return True
-
-
-def _indexable(X):
-    """``X`` with rows that can be indexed: sparse formats other than CSR/CSC -> CSR."""
-    if sparse.issparse(X) and X.format not in ("csr", "csc"):
-        return X.tocsr()
-    return X
-
-
-def _is_classification(y):
-    return type_of_target(to_numpy(y)) in ("binary", "multiclass")
-
-
-def heldout_loss(model, X, y):
-    """Loss of each row of ``(X, y)`` under ``model``, shape (n,).
-
-    Classifiers: ``-log p(given label)`` from ``predict_proba`` (a label the
-    model never saw has probability 0); other models: the squared error of
-    ``predict``, summed over outputs.
-    """
-    labels = to_numpy(y)
-    if hasattr(model, "predict_proba"):
-        proba = np.asarray(model.predict_proba(X))  # (n, n_classes)
-        classes = np.asarray(model.classes_)
-        codes = np.searchsorted(classes, labels).clip(0, len(classes) - 1)
-        given = np.where(
-            classes[codes] == labels, proba[np.arange(len(labels)), codes], 0.0
-        )
-        return -np.log(np.maximum(given, _MIN_PROBABILITY))
-    return (_residuals(model.predict(X), labels) ** 2).sum(1)
-
-
-def _residuals(predicted, labels):
-    """``predicted - labels`` as float64 (n, n_outputs)."""
-    n = len(labels)
-    return np.asarray(predicted, dtype=np.float64).reshape(n, -1) - np.asarray(
-        labels, dtype=np.float64
-    ).reshape(n, -1)
-
-
-def _aligned_proba(model, X, classes):
-    """``model``'s class probabilities with one column per entry of ``classes``.
-
-    A class the model never saw gets probability 0. Models without
-    ``predict_proba`` give their prediction probability 1.
-    """
-    if hasattr(model, "predict_proba"):
-        proba, known = np.asarray(model.predict_proba(X)), np.asarray(model.classes_)
-    else:
-        predicted = to_numpy(model.predict(X))
-        known = np.unique(predicted)
-        proba = (predicted[:, None] == known).astype(np.float64)
-    aligned = np.zeros((len(proba), len(classes)))
-    aligned[:, np.searchsorted(classes, known)] = proba
-    return aligned
-
-
-def _torch_predictions(module, X, y):
-    """In-sample class probabilities (n, K) and classes of a plain torch module."""
-    adapted = adapt_model(module, "auto", X, y)
-    model = FunctionalModel(adapted, torch.device("cpu"), torch.float64)
-    outputs = model.outputs(model.prepare(adapted.prepare_X(X)))  # (n, K) or (n, 1)
-    if outputs.shape[-1] == 1:
-        positive = torch.sigmoid(outputs.reshape(-1))
-        proba = torch.stack([1 - positive, positive], 1)
-    else:
-        proba = torch.softmax(outputs.reshape(len(outputs), -1), 1)
-    return proba.numpy(), np.arange(proba.shape[1])
 
 
 class MislabelFilter(BaseEstimator):
@@ -292,7 +204,7 @@ class MislabelFilter(BaseEstimator):
         "estimator": [None, HasMethods(["fit"]), torch.nn.Module],
         "method": [
             StrOptions(
-                {"auto", "combined", "self", "cross-fit", "loss"} | set(_VALUATIONS)
+                {"auto", "combined", "self", "cross-fit", "loss"} | set(VALUATIONS)
             ),
             DataOOB,
             KNNShapley,
@@ -350,31 +262,49 @@ class MislabelFilter(BaseEstimator):
                 "MislabelFilter requires y to be passed, but the target y is None; "
                 "pass the labels to check."
             )
-        X = _indexable(X)
+        X = indexable_rows(X)
         index = check_X_y(X, y)
         _check_n_features(self, X, reset=True)
         _check_feature_names(self, X, reset=True)
         is_module = isinstance(self.estimator, torch.nn.Module)
         if not is_module and is_classifier(self.estimator):
             check_classification_targets(to_numpy(y))
+        method, scores, predictions, heldout = self._score_rows(X, y)
+        self.method_ = method
+        self.scores_ = pd.Series(scores, index=index, name=_SCORE_NAMES[method])
+        self.labels_ = pd.Series(to_numpy(y), index=index, name="label")
+        self.predictions_ = pd.Series(predictions, index=index, name="predicted")
+        self.n_issues_ = self._n_issues(X, y, scores, heldout)
+        self.noise_rate_ = self.n_issues_ / len(scores)
+        self.mask_ = keep_mask(scores, to_numpy(y), self.n_issues_, self.threshold)
+        # for plot_suspects; a reference, left out of pickles
+        self._X_seen = X
+        return self
+
+    def _score_rows(self, X, y):
+        """Method used, scores (n,), predictions (n,) and cross-fitted results."""
         method = self._resolve_method()
-        is_valuation = not isinstance(method, str) or method in _VALUATIONS
+        is_valuation = not isinstance(method, str) or method in VALUATIONS
         needs_heldout = method in ("combined", "cross-fit") or (
             self.frac == "auto" and self.threshold is None
         )
-        splits = self._splits(X, y) if needs_heldout else None
+        splits = (
+            cross_fit_splits(self.estimator, self.cv, X, y) if needs_heldout else None
+        )
         if splits is None and method in ("combined", "cross-fit"):
             method = "loss"
         steps = (len(splits) if splits else 0) + (method != "cross-fit")
         with tqdm(
             total=steps, desc="label audit", unit="fit", disable=not self.verbose
         ) as progress:
-            heldout = self._cross_fit(X, y, splits, progress) if splits else None
+            heldout = (
+                cross_fit(self.estimator, X, y, splits, progress) if splits else None
+            )
             if method == "cross-fit":
                 scores, predictions = heldout["loss"], heldout["predicted"]
             elif is_valuation:
                 scores, predictions = self._valuation(X, y)
-                method = self.method_
+                method = _VALUATIONS_BY_CLASS[type(self.valuation_)]
                 progress.update()
             else:
                 progress.set_postfix_str(method)
@@ -383,16 +313,7 @@ class MislabelFilter(BaseEstimator):
                 if method == "combined":
                     scores = scores + heldout["loss"]
                     predictions = heldout["predicted"]
-        self.method_ = method
-        self.scores_ = pd.Series(scores, index=index, name=_SCORE_NAMES[method])
-        self.labels_ = pd.Series(to_numpy(y), index=index, name="label")
-        self.predictions_ = pd.Series(predictions, index=index, name="predicted")
-        self.n_issues_ = self._n_issues(X, y, scores, heldout)
-        self.noise_rate_ = self.n_issues_ / len(scores)
-        self.mask_ = self._keep(scores, y, self.n_issues_)
-        # for plot_suspects; a reference, left out of pickles
-        self._X_seen = X
-        return self
+        return method, scores, predictions, heldout
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -413,7 +334,7 @@ class MislabelFilter(BaseEstimator):
             The rows of ``X`` whose labels look right; pandas keeps its index.
         y_kept : same type as ``y``
         """
-        X = _indexable(X)
+        X = indexable_rows(X)
         kept = np.flatnonzero(self.fit(X, y).mask_)
         return _safe_indexing(X, kept), _safe_indexing(y, kept)
 
@@ -425,7 +346,6 @@ class MislabelFilter(BaseEstimator):
         tags.target_tags.required = True
         return tags
 
-    # ---------------------------------------------------------------- methods
     def _resolve_method(self):
         is_module = isinstance(self.estimator, torch.nn.Module)
         if self.method == "auto":
@@ -439,104 +359,31 @@ class MislabelFilter(BaseEstimator):
         return self.method
 
     def _model(self, X, y):
-        if _is_fitted(self.estimator):
+        if is_fitted(self.estimator):
             return self.estimator
         return clone(self.estimator).fit(X, y)
 
     def _in_sample(self, X, y, method):
         """Scores (n,) and predictions (n,) of the model fitted on all rows."""
-        model = self._model(X, y)
-        self.estimator_ = model
-        if isinstance(model, torch.nn.Module):
-            proba, _ = _torch_predictions(model, X, y)
-            predictions = proba.argmax(1)
-            if method == "loss":
-                given = proba[np.arange(len(proba)), to_numpy(y).astype(int)]
-                return -np.log(np.maximum(given, _MIN_PROBABILITY)), predictions
-        else:
-            predictions = to_numpy(model.predict(X))
-            if method != "self":
-                return heldout_loss(model, X, y), predictions
-        if self.influence is None:
+        model = self.estimator_ = self._model(X, y)
+        loss, predictions = in_sample_loss(model, X, y, compute=method != "self")
+        if method != "self":
+            return loss, predictions
+        influence = self.influence
+        if influence is None:
             influence = default_influence(model, X, y)
-        else:
-            influence = clone(self.influence)
-        params = influence.get_params()
-        if self.random_state is not None and "random_state" in params:
-            influence.set_params(random_state=self.random_state)
-        if self.verbose > 1 and "verbose" in params:
-            influence.set_params(verbose=self.verbose - 1)
-        self.influence_ = influence.fit(model, X, y)
-        return influence.self_influence().to_numpy(), predictions
+        settings = dict(random_state=self.random_state, verbose=self.verbose)
+        self.influence_ = fitted_influence(influence, model, X, y, **settings)
+        return self.influence_.self_influence().to_numpy(), predictions
 
     def _valuation(self, X, y):
         """Minus the values of a DataOOB or KNNShapley, and in-sample predictions."""
-        if isinstance(self.method, str):
-            valuation = _VALUATIONS[self.method]()
-        else:
-            valuation = clone(self.method)
-        if self.random_state is not None and isinstance(valuation, DataOOB):
-            valuation.set_params(random_state=self.random_state)
         model = self._model(X, y)
-        judge = self.estimator
-        if isinstance(valuation, KNNShapley):
-            judge = nearest_neighbour_model(judge)
-        self.valuation_ = valuation.fit(judge, X, y)
+        self.valuation_ = fitted_valuation(
+            self.method, self.estimator, X, y, random_state=self.random_state
+        )
         self.estimator_ = model
-        self.method_ = _VALUATIONS_BY_CLASS[type(valuation)]
-        return -valuation.value().to_numpy(), to_numpy(model.predict(X))
-
-    def _splits(self, X, y):
-        """The folds for cross-fitting, or None when it cannot run."""
-        if isinstance(self.estimator, torch.nn.Module):
-            return None
-        classifier = is_classifier(self.estimator)
-        labels = to_numpy(y)
-        n_splits = self.cv
-        if classifier and isinstance(self.cv, Integral):
-            _, counts = np.unique(labels, return_counts=True)
-            n_splits = min(int(self.cv), int(counts.min()))
-            splitter = (
-                StratifiedKFold(n_splits, shuffle=True, random_state=_FOLD_SEED)
-                if n_splits >= 2
-                else None
-            )
-        else:
-            if isinstance(n_splits, Integral) and not classifier:
-                n_splits = KFold(n_splits, shuffle=True, random_state=_FOLD_SEED)
-            splitter = check_cv(n_splits, labels, classifier=classifier)
-            if splitter.get_n_splits(X, labels) > len(labels):
-                splitter = None
-        if splitter is None:
-            warnings.warn(
-                f"cross-fitting needs at least 2 rows of every class (cv={self.cv!r}); "
-                "falling back to in-sample scores for this data.",
-                UserWarning,
-                stacklevel=4,
-            )
-            return None
-        return list(splitter.split(X, labels))
-
-    def _cross_fit(self, X, y, splits, progress):
-        """Held-out loss, prediction and class probabilities of every row."""
-        labels = to_numpy(y)
-        classes = np.unique(labels) if _is_classification(labels) else None
-        loss = np.empty(len(labels))
-        predicted = np.empty(len(labels), dtype=object)
-        proba = None if classes is None else np.zeros((len(labels), len(classes)))
-        for fold, (train, held_out) in enumerate(splits, 1):
-            progress.set_postfix_str(f"fold {fold}/{len(splits)}")
-            X_train, y_train = _safe_indexing(X, train), _safe_indexing(y, train)
-            X_out, y_out = _safe_indexing(X, held_out), _safe_indexing(y, held_out)
-            model = clone(self.estimator).fit(X_train, y_train)
-            loss[held_out] = heldout_loss(model, X_out, y_out)
-            predicted[held_out] = list(to_numpy(model.predict(X_out)))
-            if proba is not None:
-                proba[held_out] = _aligned_proba(model, X_out, classes)
-            progress.update()
-        # object array -> the plainest dtype that holds the predictions
-        predicted = np.array(predicted.tolist())
-        return {"loss": loss, "predicted": predicted, "proba": proba}
+        return -self.valuation_.value().to_numpy(), to_numpy(model.predict(X))
 
     def _n_issues(self, X, y, scores, heldout):
         """Rows to remove: estimated, from ``frac`` or above ``threshold``."""
@@ -546,35 +393,13 @@ class MislabelFilter(BaseEstimator):
         if self.frac != "auto":
             return int(self.frac * n)
         labels = to_numpy(y)
-        if not _is_classification(labels):
-            if heldout is None:
-                residuals = _residuals(self.predictions_.to_numpy(), labels)
-            else:
-                residuals = _residuals(heldout["predicted"], labels)
-            return count_outliers(residuals)
-        if heldout is None:
-            if isinstance(self.estimator_, torch.nn.Module):
-                proba, classes = _torch_predictions(self.estimator_, X, y)
-            else:
-                classes = np.unique(labels)
-                proba = _aligned_proba(self.estimator_, X, classes)
-        else:
+        if heldout is not None:
             proba, classes = heldout["proba"], np.unique(labels)
-        codes = np.searchsorted(classes, labels)
-        return estimate_n_issues(codes, proba)
-
-    def _keep(self, scores, y, n_issues):
-        """Kept rows, bool (n,)."""
-        if self.threshold is not None:
-            remove = scores > self.threshold
-        else:
-            order = np.argsort(-scores, kind="stable")
-            remove = np.zeros(len(scores), dtype=bool)
-            remove[order[:n_issues]] = True
-        labels = to_numpy(y)
-        if _is_classification(labels):
-            for label in np.unique(labels):
-                rows = np.flatnonzero(labels == label)
-                if remove[rows].all():
-                    remove[rows[np.argmin(scores[rows])]] = False
-        return ~remove
+            return estimate_from_predictions(
+                labels, heldout["predicted"], proba, classes
+            )
+        proba = classes = None
+        if is_classification(labels):
+            proba, classes = in_sample_proba(self.estimator_, X, y)
+        predicted = self.predictions_.to_numpy()
+        return estimate_from_predictions(labels, predicted, proba, classes)

@@ -275,3 +275,14 @@ class KNNShapley(BaseValuation):
             index=pd.Index(row_index(X_test, y_test)).rename("test"),
             columns=self.train_index_,
         )
+
+
+def fit_valuation(valuation, model, X, y):
+    """``valuation`` fitted for ``model``: KNNShapley values rows for its KNN proxy.
+
+    The proxy is :func:`nearest_neighbour_model`; other valuation estimators
+    take ``model`` itself.
+    """
+    if isinstance(valuation, KNNShapley):
+        model = nearest_neighbour_model(model)
+    return valuation.fit(model, X, y)
