@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 from scipy import sparse
 from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -206,6 +207,11 @@ def is_fitted(model):
     except NotFittedError:
         return False
     return True
+
+
+def final_step(model):
+    """The last step of a scikit-learn Pipeline, else ``model`` itself."""
+    return model.steps[-1][1] if isinstance(model, Pipeline) else model
 
 
 def indexable_rows(X):

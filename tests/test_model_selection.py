@@ -2,15 +2,18 @@
 
 import numpy as np
 import pytest
+import torch
 from joblib import parallel_config
 from sklearn.datasets import load_breast_cancer, make_regression
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GroupKFold, ShuffleSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
-from dataval import ExactInfluence, TracIn
+from dataval import DataOOB, ExactInfluence, KNNShapley, TracIn
 from dataval.model_selection import compare_estimators
 
 ESTIMATORS = {"exact": ExactInfluence(), "tracin": TracIn()}
@@ -155,3 +158,82 @@ def test_error_score_value_and_raise():
     with pytest.raises(ValueError, match="'error_score' parameter"):
         compare_estimators(estimators, model, X, y, error_score="skip", **kwargs)
     assert not hasattr(model, "classes_")
+
+
+VALUATION_ONLY = dict(scoring=["mislabel_auc", "removal"], cv=2, random_state=0)
+
+
+def test_valuation_only_comparison_on_a_model_without_gradients():
+    model, X, y = _classification()
+    forest = RandomForestClassifier(n_estimators=5)
+    valuations = {"oob": DataOOB(n_estimators=30), "knn": KNNShapley()}
+    kwargs = dict(removal_fractions=[0.2], error_score="raise", **VALUATION_ONLY)
+    results = compare_estimators(valuations, forest, X, y, **kwargs)
+    assert results.columns.tolist() == [
+        "estimator",
+        "fold",
+        "metric",
+        "value",
+        "fit_time",
+        "score_time",
+    ]
+    assert len(results) == 2 * 2 * 3  # estimators x folds x metrics
+    metrics = {"mislabel_auc", "removal_highest", "removal_lowest"}
+    assert set(results["metric"]) == metrics
+    assert np.isfinite(results["value"]).all()
+    removal = results[results["metric"] != "mislabel_auc"]["value"]
+    assert ((removal >= 0) & (removal <= 1)).all()  # held-out accuracies
+    summary = results.groupby(["estimator", "metric"])["value"].mean()
+    assert summary["oob", "mislabel_auc"] > 0.8
+    assert not hasattr(forest, "estimators_")  # refits used clones
+    # KNN-Shapley values rows for KNeighborsClassifier() whatever the model, on
+    # the same folds and flips: the same AUC as with a model with gradients
+    knn = {"knn": KNNShapley()}
+    with_gradients = compare_estimators(knn, model, X, y, **kwargs)
+    without = results[results["estimator"] == "knn"]
+    np.testing.assert_array_equal(
+        with_gradients.query("metric == 'mislabel_auc'")["value"],
+        without.query("metric == 'mislabel_auc'")["value"],
+    )
+
+
+@pytest.mark.parametrize(
+    "estimators, model, scoring, error, message",
+    [
+        (
+            {"exact": ExactInfluence(), "oob": DataOOB()},
+            RandomForestClassifier(),
+            "removal",
+            TypeError,
+            r"estimators\['exact'\] is an influence estimator, which needs the "
+            "gradients of model, but dataval reads none from a RandomForest",
+        ),
+        (
+            {"tracin": TracIn()},
+            make_pipeline(StandardScaler(), SVC()),
+            "mislabel_auc",
+            TypeError,
+            "reads none from a SVC. Compare valuation estimators only",
+        ),
+        (
+            {"oob": DataOOB()},
+            RandomForestClassifier(),
+            ["lds", "removal"],
+            ValueError,
+            r"scoring \['lds'\] compares influence scores",
+        ),
+        (
+            {"oob": DataOOB()},
+            torch.nn.Linear(30, 2),
+            "removal",
+            TypeError,
+            "Wrap a torch module in a skorch",
+        ),
+    ],
+)
+def test_what_needs_gradients_is_refused_up_front(
+    estimators, model, scoring, error, message
+):
+    _, X, y = _classification()
+    with pytest.raises(error, match=message):
+        compare_estimators(estimators, model, X, y, scoring=scoring, cv=2)

@@ -1,28 +1,23 @@
-"""Cross-validated comparison of influence estimators on one model and data set."""
+"""Cross-validated comparison of influence and valuation estimators on one model."""
 
 import warnings
 from numbers import Integral, Real
-from time import perf_counter
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.base import clone, is_classifier
+from sklearn.base import is_classifier
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import check_cv
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 from .._base import BaseInfluence
-from .._validation import check_X_y
+from .._validation import check_X_y, final_step
 from .._valuation._base import BaseValuation
-from .._valuation._knn import KNNShapley, nearest_neighbour_model
-from .._valuation._oob import DataOOB
-from ..datasets import flip_labels
-from ._detection import mislabel_detection_auc
-from ._ground_truth import lds_per_test, loo_losses, subset_losses
-from ._removal import DEFAULT_FRACTIONS, point_removal_curve
-from ._retrain import Retrainer, take_rows
+from ._fold import Fold
+from ._removal import DEFAULT_FRACTIONS
+from ._retrain import WITH_GRADIENTS, has_gradients
 
 METRICS = ("lds", "loo", "mislabel_auc", "removal")
 COLUMNS = ["estimator", "fold", "metric", "value", "fit_time", "score_time"]
@@ -44,7 +39,27 @@ def _check_estimators(estimators):
             )
 
 
-def _check_scoring(scoring, model):
+def _check_model(model, estimators):
+    """TypeError unless ``model`` can be refitted, with gradients where needed."""
+    if not (hasattr(model, "fit") and hasattr(model, "get_params")):
+        raise TypeError(
+            "compare_estimators refits model on every training fold, so it must be "
+            "a scikit-learn estimator or a skorch net; got a "
+            f"{type(model).__name__}. Wrap a torch module in a skorch "
+            "NeuralNetClassifier or NeuralNetRegressor."
+        )
+    influence = [k for k, e in estimators.items() if isinstance(e, BaseInfluence)]
+    if influence and not has_gradients(model):
+        raise TypeError(
+            f"estimators[{influence[0]!r}] is an influence estimator, which needs "
+            f"the gradients of model, but dataval reads none from a "
+            f"{type(final_step(model)).__name__}. Compare valuation estimators only "
+            "(DataOOB, KNNShapley, ShapleyValuation, BanzhafValuation), which "
+            f"retrain any scikit-learn model, or pass {WITH_GRADIENTS}."
+        )
+
+
+def _check_scoring(scoring, model, estimators):
     names = (scoring,) if isinstance(scoring, str) else tuple(scoring)
     unknown = [name for name in names if name not in METRICS]
     if unknown or not names:
@@ -56,234 +71,18 @@ def _check_scoring(scoring, model):
             f"scoring='mislabel_auc' flips class labels, so it needs a classifier; "
             f"got a {type(model).__name__}. Use 'lds' or 'loo' for regressors."
         )
+    clean = [name for name in names if name in ("lds", "loo")]
+    if clean and not any(isinstance(e, BaseInfluence) for e in estimators.values()):
+        raise ValueError(
+            f"scoring {clean} compares influence scores of (test, training) row "
+            "pairs with retraining, but estimators holds valuation estimators "
+            "only; use scoring=['mislabel_auc', 'removal']."
+        )
     return tuple(dict.fromkeys(names))
 
 
-def _seeded_clone(estimator, seed):
-    """A fresh copy; a ``random_state`` left at ``None`` gets the fold's seed."""
-    estimator = clone(estimator)
-    if estimator.get_params().get("random_state", 0) is None:
-        estimator.set_params(random_state=seed)
-    return estimator
-
-
-def _timed(function, *args):
-    start = perf_counter()
-    result = function(*args)
-    return result, perf_counter() - start
-
-
-def _fit_valuation(estimator, model, X, y):
-    """Fit ``estimator``; KNN-Shapley values rows for a nearest-neighbour proxy."""
-    if isinstance(estimator, KNNShapley):
-        model = nearest_neighbour_model(model)
-    return estimator.fit(model, X, y)
-
-
-def _values(fitted, X_test, y_test):
-    """Training-row values, higher = more valuable (Data-OOB needs no test rows)."""
-    if isinstance(fitted, DataOOB):
-        return fitted.value()
-    return fitted.value(X_test, y_test)
-
-
-def _reraise_with_key(error, name, fold):
-    """Raise ``error`` again, its message naming the estimator and the fold."""
-    message = f"estimators[{name!r}] failed on fold {fold}: {error}"
-    try:
-        renamed = type(error)(message)
-    except Exception:  # an exception type that needs other arguments
-        renamed = RuntimeError(f"{message} ({type(error).__name__})")
-    raise renamed from error
-
-
-def _failure_message(name, fold, error, error_score):
-    return (
-        f"estimators[{name!r}] failed on fold {fold} and its results were set to "
-        f"error_score={error_score!r}: {type(error).__name__}: {error}"
-    )
-
-
-def _pearson(a, b):
-    a, b = a - a.mean(), b - b.mean()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float((a @ b) / np.sqrt((a @ a) * (b @ b)))
-
-
-class _Fold:
-    """One split: retrains the model and measures every estimator on it."""
-
-    def __init__(self, fold, train, test, model, X, y, settings, seed):
-        self.fold = fold
-        self.model = model
-        self.settings = settings
-        self.seed = seed
-        self.rng = np.random.RandomState(seed)
-        n_test = settings["n_test"]
-        if n_test is not None and len(test) > n_test:
-            test = np.sort(self.rng.choice(test, size=n_test, replace=False))
-        self.X_train, self.y_train = take_rows(X, train), take_rows(y, train)
-        self.X_test, self.y_test = take_rows(X, test), take_rows(y, test)
-
-    def _record(self, name, metric, value, fit_time, score_time):
-        if self.settings["verbose"]:
-            print(
-                f"[fold {self.fold}] {name:>16} {metric:>12} = {value:8.4f}  "
-                f"(fit {fit_time:.2f} s, score {score_time:.2f} s)"
-            )
-        return dict(
-            estimator=name,
-            fold=self.fold,
-            metric=metric,
-            value=value,
-            fit_time=fit_time,
-            score_time=score_time,
-        )
-
-    def _measure(self, name, metrics, evaluate, estimator):
-        """Records of ``evaluate(estimator)`` -> ``({metric: value}, fit, score time)``.
-
-        A failing estimator gets ``error_score`` for every metric (or the
-        error is raised again, naming it, when ``error_score="raise"``).
-        """
-        error_score = self.settings["error_score"]
-        try:
-            values, fit_time, score_time = evaluate(estimator)
-        except Exception as error:
-            if error_score == "raise":
-                _reraise_with_key(error, name, self.fold)
-            failure = _failure_message(name, self.fold, error, error_score)
-            return [
-                {**self._record(name, m, error_score, np.nan, np.nan), "error": failure}
-                for m in metrics
-            ]
-        return [self._record(name, m, values[m], fit_time, score_time) for m in metrics]
-
-    def run(self, estimators, scoring):
-        records = []
-        clean = [metric for metric in scoring if metric in ("lds", "loo")]
-        if clean:
-            records += self._clean_metrics(estimators, clean)
-        if "mislabel_auc" in scoring:
-            records += self._mislabel_auc(estimators)
-        if "removal" in scoring:
-            records += self._removal(estimators)
-        return records
-
-    def _clean_metrics(self, estimators, metrics):
-        """LDS and LOO agreement of each estimator's scores on the test rows."""
-        s = self.settings
-        retrainer = Retrainer(
-            self.model, self.X_train, self.y_train, random_state=self.seed
-        )
-        X_test, y_test = self.X_test, self.y_test
-        measure = {}
-        if "lds" in metrics:
-            masks, measured = subset_losses(
-                retrainer, s["n_subsets"], s["frac"], X_test, y_test, self.rng
-            )
-            measure["lds"] = lambda tau: float(
-                np.nanmean(lds_per_test(tau, masks, measured))
-            )
-        if "loo" in metrics:
-            n_train = len(retrainer.y)
-            rows = self.rng.choice(
-                n_train, size=min(s["n_loo"], n_train), replace=False
-            )
-            loo = loo_losses(retrainer, rows, X_test, y_test)
-            measure["loo"] = lambda tau: _pearson(tau[:, rows].ravel(), loo.ravel())
-
-        def evaluate(estimator):
-            fitted, fit_time = _timed(
-                _seeded_clone(estimator, self.seed).fit,
-                retrainer.full_,
-                self.X_train,
-                self.y_train,
-            )
-            scores, score_time = _timed(fitted.score, X_test, y_test)
-            tau = scores.to_numpy(np.float64)
-            values = {metric: measure[metric](tau) for metric in metrics}
-            return values, fit_time, score_time
-
-        records = []
-        for name, estimator in estimators.items():
-            if isinstance(estimator, BaseValuation):
-                continue  # values of rows, not per-test-row influences
-            records += self._measure(name, metrics, evaluate, estimator)
-        return records
-
-    def _mislabel_auc(self, estimators):
-        """AUC for the labels flipped in the training fold of a refitted model."""
-        s = self.settings
-        y_noisy, flipped = flip_labels(
-            self.y_train, frac=s["noise"], random_state=self.rng
-        )
-        model = Retrainer(
-            self.model, self.X_train, y_noisy, random_state=self.seed
-        ).full_
-
-        def evaluate(estimator):
-            fitted, fit_time = self._fit_timed(estimator, model, y_noisy)
-            if isinstance(fitted, BaseValuation):
-                value, score_time = _timed(_values, fitted, self.X_test, self.y_test)
-                suspicion = -value
-            elif s["detection"] == "self_influence":
-                suspicion, score_time = _timed(fitted.self_influence)
-            else:
-                value, score_time = _timed(fitted.value, self.X_test, self.y_test)
-                suspicion = -value
-            auc = mislabel_detection_auc(suspicion.to_numpy(), flipped)
-            return {"mislabel_auc": auc}, fit_time, score_time
-
-        records = []
-        for name, estimator in estimators.items():
-            records += self._measure(name, ["mislabel_auc"], evaluate, estimator)
-        return records
-
-    def _fit_timed(self, estimator, model, y):
-        """``(fitted, seconds)``: a seeded clone of ``estimator`` fitted on the fold."""
-        estimator = _seeded_clone(estimator, self.seed)
-        return _timed(_fit_valuation, estimator, model, self.X_train, y)
-
-    def _removal(self, estimators):
-        """Mean held-out score along the point-removal curve of each estimator."""
-        model = Retrainer(
-            self.model, self.X_train, self.y_train, random_state=self.seed
-        ).full_
-        metrics = ["removal_highest", "removal_lowest"]
-
-        def evaluate(estimator):
-            fitted, fit_time = self._fit_timed(estimator, model, self.y_train)
-            values, score_time = _timed(_values, fitted, self.X_test, self.y_test)
-            curve = point_removal_curve(
-                values,
-                self.model,
-                self.X_train,
-                self.y_train,
-                self.X_test,
-                self.y_test,
-                fractions=self.settings["removal_fractions"],
-                random_state=self.seed,
-            )
-            curve = curve[curve["fraction"] > 0]
-            scores = {
-                f"removal_{order}": float(
-                    curve.loc[curve["order"] == order, "score"].mean()
-                )
-                for order in ("highest", "lowest")
-            }
-            return scores, fit_time, score_time
-
-        records = []
-        for name, estimator in estimators.items():
-            records += self._measure(name, metrics, evaluate, estimator)
-        return records
-
-
 def _evaluate_fold(fold, train, test, estimators, model, X, y, scoring, settings, seed):
-    return _Fold(fold, train, test, model, X, y, settings, seed).run(
-        estimators, scoring
-    )
+    return Fold(fold, train, test, model, X, y, settings, seed).run(estimators, scoring)
 
 
 @validate_params(
@@ -367,6 +166,10 @@ def compare_estimators(
     in ``"mislabel_auc"`` and ``"removal"`` and are left out of ``"lds"``
     and ``"loo"``. KNN-Shapley values rows for ``model`` when it is a
     nearest-neighbour classifier, else for ``KNeighborsClassifier()``.
+    Valuation estimators alone compare on any scikit-learn model (a
+    ``RandomForestClassifier``, an ``SVC``): the point-removal curve
+    refits clones of it. Influence estimators, ``"lds"`` and ``"loo"`` need
+    a model whose gradients dataval reads.
 
     Parameters
     ----------
@@ -377,7 +180,12 @@ def compare_estimators(
         set to the fold's seed.
     model : scikit-learn estimator, Pipeline or skorch net
         The model to explain, fitted or not: it is refitted on every
-        training fold (see :func:`~dataval.metrics.loo_influence`).
+        training fold (see :func:`~dataval.metrics.loo_influence`). With
+        influence estimators: a skorch net or a model dataval reads
+        gradients from (``LogisticRegression``, ``LinearRegression``,
+        ``Ridge``, ``MLPClassifier``, ``MLPRegressor``, alone or ending a
+        Pipeline); with valuation estimators only, any scikit-learn
+        estimator.
     X : array-like or DataFrame of shape (n_samples, ...)
     y : array-like or Series of shape (n_samples, ...)
     scoring : str or list of str, default=("lds",)
@@ -458,7 +266,8 @@ def compare_estimators(
     [('lds', 'exact'), ('lds', 'tracin'), ('mislabel_auc', 'exact'), ('mislabel_auc', 'tracin')]
     """
     _check_estimators(estimators)
-    scoring = _check_scoring(scoring, model)
+    _check_model(model, estimators)
+    scoring = _check_scoring(scoring, model, estimators)
     check_X_y(X, y)
     splitter = check_cv(cv, y, classifier=is_classifier(model))
     splits = list(splitter.split(X, y, groups))

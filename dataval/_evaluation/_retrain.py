@@ -14,15 +14,21 @@ import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
 from .._adapters import adapt_model
 from .._adapters._sklearn import SUPPORTED_SKLEARN
 from .._functional import FunctionalModel
+from .._validation import final_step, is_fitted
+from .._valuation._base import draw_seed, seeded_clone
 
 # rows per forward pass when measuring test losses
 _LOSS_BATCH = 4096
+#: the models whose gradients dataval reads and that Retrainer refits
+WITH_GRADIENTS = (
+    "a skorch net, or one of "
+    + ", ".join(c.__name__ for c in SUPPORTED_SKLEARN)
+    + " alone or at the end of a Pipeline"
+)
 
 
 def take_rows(data, rows):
@@ -38,14 +44,6 @@ def _is_skorch_net(model):
     from skorch import NeuralNet
 
     return isinstance(model, NeuralNet)
-
-
-def _is_fitted(model):
-    try:
-        check_is_fitted(model)
-    except Exception:
-        return False
-    return True
 
 
 def _reset_parameters(module):
@@ -88,7 +86,7 @@ class Retrainer:
         self.seed = (
             int(random_state)
             if isinstance(random_state, Integral)
-            else int(check_random_state(random_state).randint(2**31 - 1))
+            else draw_seed(random_state)
         )
         self.leading = []
         self.warm_start = warm_start
@@ -96,7 +94,7 @@ class Retrainer:
         self.X_fit = X
         if isinstance(model, Pipeline) and len(model.steps) > 1:
             self.leading = model.steps[:-1]
-            if not _is_fitted(model):
+            if not is_fitted(model):
                 fitted = clone(Pipeline(self.leading)).fit(X, y)
                 self.leading = fitted.steps
             self.X_fit = Pipeline(self.leading).transform(X)
@@ -108,7 +106,7 @@ class Retrainer:
             if self.warm_start:
                 raise ValueError(self._warm_start_message(model))
             return model
-        final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+        final = final_step(model)
         if isinstance(final, SUPPORTED_SKLEARN):
             if self.warm_start and not isinstance(final, LogisticRegression):
                 raise ValueError(self._warm_start_message(final))
@@ -120,10 +118,8 @@ class Retrainer:
                 "NeuralNetClassifier or NeuralNetRegressor."
             )
         raise TypeError(
-            f"Cannot retrain a {type(final).__name__}: the model must be a skorch "
-            "net, or one of "
-            + ", ".join(c.__name__ for c in SUPPORTED_SKLEARN)
-            + " alone or at the end of a Pipeline."
+            f"Cannot retrain a {type(final).__name__}: the model must be "
+            f"{WITH_GRADIENTS}."
         )
 
     @staticmethod
@@ -200,3 +196,29 @@ class Retrainer:
     def losses_on(self, rows, X_test, y_test):
         """Test losses of the model refitted on training rows ``rows`` only."""
         return self.losses(self.fit(rows), X_test, y_test)
+
+
+def has_gradients(model):
+    """Whether dataval reads the gradients of ``model`` (and can retrain it).
+
+    A skorch net, or a supported scikit-learn model alone or at the end of a
+    Pipeline: the models :class:`Retrainer` refits.
+    """
+    if _is_skorch_net(model):
+        return True
+    final = final_step(model)
+    return isinstance(final, SUPPORTED_SKLEARN)
+
+
+def model_for_estimators(model, X, y, seed):
+    """``model`` as the estimators compared on ``(X, y)`` take it.
+
+    A model with gradients comes fitted on all rows by :class:`Retrainer`
+    (the model the influence estimators explain and the ground truth
+    refits). Any other scikit-learn estimator is only handed to valuation
+    estimators, which fit clones of it themselves: it comes unfitted, each
+    ``random_state`` left at None set to ``seed``.
+    """
+    if has_gradients(model):
+        return Retrainer(model, X, y, random_state=seed).full_
+    return seeded_clone(model, seed)

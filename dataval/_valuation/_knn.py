@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .._config import get_config
-from .._validation import check_X_y, row_index, to_numpy
+from .._validation import check_X_y, final_step, row_index, to_numpy
 from ._base import BaseValuation, progress, take
 
 
@@ -37,7 +37,7 @@ def nearest_neighbour_model(model):
     """``model`` if it is a KNN classifier (or a Pipeline ending in one), else
     ``KNeighborsClassifier()``: what valuing rows by KNN-Shapley for ``model`` uses.
     """
-    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    final = final_step(model)
     return model if isinstance(final, KNeighborsClassifier) else KNeighborsClassifier()
 
 
@@ -144,7 +144,7 @@ class KNNShapley(BaseValuation):
         self : KNNShapley
         """
         model = self._fit_data(model, X, y)
-        final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+        final = final_step(model)
         if not isinstance(final, KNeighborsClassifier):
             raise TypeError(
                 "KNNShapley values data for a k-nearest-neighbour classifier: pass "
