@@ -12,6 +12,12 @@ def _per_row(values):
     return values.reshape(values.shape[0], -1).sum(1)
 
 
+def _by_row(output, target):
+    # (B, ...) -> (B, outputs), the target in the output's dtype
+    output = output.reshape(output.shape[0], -1)
+    return output, target.reshape(target.shape[0], -1).to(output.dtype)
+
+
 class CrossEntropyLoss:
     """Softmax cross-entropy on logits with integer targets, summed per row.
 
@@ -38,8 +44,7 @@ class BinaryCrossEntropyLoss:
     """Sigmoid cross-entropy on logits ``(B,)`` or ``(B, 1)`` with 0/1 targets."""
 
     def __call__(self, output, target):
-        output = output.reshape(output.shape[0], -1)
-        target = target.reshape(target.shape[0], -1).to(output.dtype)
+        output, target = _by_row(output, target)
         return _per_row(
             F.binary_cross_entropy_with_logits(output, target, reduction="none")
         )
@@ -52,8 +57,7 @@ class SquaredErrorLoss:
     """``sum((output - target) ** 2)`` over the output dimensions of one row."""
 
     def __call__(self, output, target):
-        output = output.reshape(output.shape[0], -1)
-        target = target.reshape(target.shape[0], -1).to(output.dtype)
+        output, target = _by_row(output, target)
         return _per_row((output - target) ** 2)
 
     def __repr__(self):
