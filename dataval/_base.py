@@ -40,6 +40,7 @@ from ._numerics.damping import DAMPING_CONSTRAINT
 from ._objective import check_sample_weight, training_weights, warn_if_not_stationary
 from ._progress import phase
 from ._validation import (
+    N_JOBS_CONSTRAINT,
     check_dtype_on_device,
     check_X_y,
     resolve_device,
@@ -64,11 +65,7 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
         "device": [str, torch.device],
         "dtype": [None, str, torch.dtype],
         "verbose": ["verbose"],
-        "n_jobs": [
-            None,
-            Interval(Integral, None, -1, closed="right"),
-            Interval(Integral, 1, None, closed="left"),
-        ],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     #: dtype of gradients and solves when ``dtype=None``

@@ -8,7 +8,17 @@ import torch
 from scipy import sparse
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
+
+#: the ``n_jobs`` parameter of every estimator, in scikit-learn's constraint
+#: language: None, a positive number of workers, or -1, -2, ... (all CPUs
+#: but so many)
+N_JOBS_CONSTRAINT = [
+    None,
+    Interval(numbers.Integral, None, -1, closed="right"),
+    Interval(numbers.Integral, 1, None, closed="left"),
+]
 
 
 def row_index(X, y=None):

@@ -6,8 +6,9 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.metrics import check_scoring
 
+from .._numerics.seeding import draw_seed
 from .._validation import check_X_y, to_numpy
-from .._valuation._base import draw_seed, seeded_clone, take
+from .._valuation._base import seeded_clone, take
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
 

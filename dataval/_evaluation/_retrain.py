@@ -18,8 +18,9 @@ from sklearn.pipeline import Pipeline
 from .._adapters import adapt_model
 from .._adapters._sklearn import SUPPORTED_SKLEARN
 from .._functional import FunctionalModel
+from .._numerics.seeding import draw_seed
 from .._validation import final_step, is_fitted
-from .._valuation._base import draw_seed, seeded_clone
+from .._valuation._base import seeded_clone
 
 # rows per forward pass when measuring test losses
 _LOSS_BATCH = 4096

@@ -4,8 +4,6 @@ Seeded clones (a subset always gives the same model), and the constant
 models that stand in for a fit on a degenerate subset (empty, one class).
 """
 
-from numbers import Integral
-
 import numpy as np
 import pandas as pd
 from joblib import effective_n_jobs
@@ -16,11 +14,10 @@ from sklearn.base import (
     clone,
     is_classifier,
 )
-from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils import _safe_indexing
 from tqdm.auto import tqdm
 
-from .._validation import check_X_y, to_numpy
+from .._validation import N_JOBS_CONSTRAINT, check_X_y, to_numpy
 
 
 class BaseValuation(BaseEstimator):
@@ -33,11 +30,7 @@ class BaseValuation(BaseEstimator):
     _parameter_constraints: dict = {
         "random_state": ["random_state"],
         "verbose": ["verbose"],
-        "n_jobs": [
-            None,
-            Interval(Integral, None, -1, closed="right"),
-            Interval(Integral, 1, None, closed="left"),
-        ],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def _fit_data(self, model, X, y):
@@ -94,11 +87,6 @@ def seeded_clone(model, seed):
         if name.split("__")[-1] == "random_state" and value is None
     }
     return model.set_params(**unset)
-
-
-def draw_seed(random_state):
-    """An int seed from ``random_state`` (int, RandomState or None)."""
-    return int(check_random_state(random_state).randint(2**31 - 1))
 
 
 def take(data, rows):

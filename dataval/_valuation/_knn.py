@@ -7,7 +7,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from .._config import get_config
+from .._core.stream import working_bytes
 from .._validation import check_X_y, final_step, row_index, to_numpy
 from ._base import BaseValuation, progress, take
 
@@ -188,7 +188,7 @@ class KNNShapley(BaseValuation):
             exclude = None
         # per query row: neighbour order (int64) and three float64 rows
         row_bytes = 32 * self.n_train_
-        size = max(1, int(get_config()["working_memory"] * 2**20 // row_bytes))
+        size = max(1, working_bytes() // row_bytes)
         n_queries = len(y_query)
         starts = range(0, n_queries, size)
         bar = progress(self.verbose, len(starts), "KNN-Shapley", "chunk")

@@ -17,8 +17,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .._numerics.seeding import draw_seed
 from .._validation import check_X_y
-from ._base import BaseValuation, draw_seed, progress, seeded_clone, split_tasks
+from ._base import BaseValuation, progress, seeded_clone, split_tasks
 from ._utility import Utility
 
 
