@@ -11,10 +11,11 @@ from dataval._base import BaseInfluence
 
 def _ggn_in_layer_order(est, module, X, y):
     exact = ExactInfluence(damping=1.0, curvature="ggn").fit(module, X, y)
-    V = exact._eigenvectors
+    assert exact._pivots is None  # a Cholesky factor L: damping=1 on a PSD matrix
     identity = torch.eye(exact.n_params_, dtype=torch.float64)
     P = to_layer_order(exact.model_, est._layer_list, identity)
-    return P.T @ (V @ torch.diag(exact.eigenvalues_) @ V.T) @ P
+    ggn = exact._factor @ exact._factor.T - exact.damping_ * identity
+    return P.T @ ggn @ P
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))

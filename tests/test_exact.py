@@ -83,6 +83,25 @@ def test_negative_curvature_warns_and_names_the_cures():
         ExactInfluence(damping=1e-6, curvature="hessian").fit(module, X, y)
 
 
+def test_indefinite_curvature_is_solved_exactly():
+    # H + damping I with negative eigenvalues: an L D L^T factor, not Cholesky
+    module, loss_fn, X, y, X_test, y_test = _classification()
+    H = dense_curvature(module, loss_fn, X, y, "hessian")
+    smallest = float(torch.linalg.eigvalsh(H)[0])
+    assert smallest < 0
+    damping = -smallest / 2
+    with pytest.warns(NotPositiveDefiniteWarning):
+        estimator = ExactInfluence(damping=damping, curvature="hessian").fit(
+            module, X, y
+        )
+    assert estimator._pivots is not None
+    expected = dense_influence(
+        module, loss_fn, X, y, X_test, y_test, damping, "hessian"
+    ).numpy()
+    scores = estimator.score(X_test, y_test).to_numpy()
+    assert np.abs(scores - expected).max() / np.abs(expected).max() < 1e-6
+
+
 def test_too_many_parameters_names_the_alternatives():
     module = torch.nn.Linear(100, 10)
     X, y = torch.randn(5, 100), torch.randint(0, 10, (5,))

@@ -39,8 +39,14 @@ SINGLE_LINEAR = [
 
 def _exact_curvature(module, X, y):
     exact = ExactInfluence(damping=1.0, curvature="ggn").fit(module, X, y)
-    V = exact._eigenvectors
-    return exact, V @ torch.diag(exact.eigenvalues_) @ V.T
+    return exact, _undamped(exact)
+
+
+def _undamped(exact):
+    """The curvature ``L L^T - damping I`` from the exact estimator's Cholesky factor."""
+    assert exact._pivots is None  # damping=1 on a PSD Gauss-Newton matrix
+    L = exact._factor
+    return L @ L.T - exact.damping_ * torch.eye(len(L), dtype=L.dtype)
 
 
 def _mean_row_pearson(a, b):

@@ -35,7 +35,8 @@ def test_saved_file_loads_without_code(fitted):
         "curvature_",
         "damping_",
         "eigenvalues_",
-        "_eigenvectors",
+        "_factor",
+        "_pivots",
     }
 
 
@@ -174,7 +175,7 @@ def test_state_saved_on_cuda_loads_on_the_cpu(fitted, tmp_path):
     gpu = dataval.ExactInfluence(device="cuda").fit(module, X, y)
     dataval.save(gpu, tmp_path / "e.pt")
     cpu = dataval.load(tmp_path / "e.pt", module, X, y, device="cpu")
-    assert cpu._eigenvectors.device.type == "cpu"
+    assert cpu._factor.device.type == "cpu"
     pd.testing.assert_frame_equal(
         cpu.score(X_test, y_test), gpu.score(X_test, y_test), rtol=1e-4
     )

@@ -12,8 +12,8 @@ from ..._numerics.curvature import resolve_curvature
 from ..._numerics.damping import resolve_damping
 from ..._numerics.operator import curvature_product
 from ..._numerics.spectral import (
-    Eigenbasis,
-    symmetric_eigh,
+    DenseFactor,
+    factor_damped,
     warn_if_not_positive_definite,
 )
 
@@ -25,7 +25,9 @@ class ExactInfluence(BaseInfluence):
     """Influence from the dense Hessian (or Gauss-Newton matrix), solved exactly.
 
     Forms the ``p x p`` curvature of the training objective in float64,
-    eigendecomposes ``H + damping I`` and applies its inverse exactly. It is
+    computes its eigenvalues, factors ``H + damping I`` (Cholesky when it is
+    positive definite, symmetric indefinite ``L D L^T`` otherwise) and
+    applies its inverse exactly. It is
     the reference every other estimator is compared with; its cost grows as
     ``p^2`` in memory and ``p^3`` in time, so it is meant for models up to a
     few thousand parameters (``max_params``).
@@ -124,7 +126,7 @@ class ExactInfluence(BaseInfluence):
         "max_params": [Interval(Integral, 1, None, closed="left")],
     }
     _default_dtype = torch.float64
-    _saved_state = ("curvature_", "damping_", "eigenvalues_", "_eigenvectors")
+    _saved_state = ("curvature_", "damping_", "eigenvalues_", "_factor", "_pivots")
 
     def __init__(
         self,
@@ -158,9 +160,10 @@ class ExactInfluence(BaseInfluence):
             raise ValueError(dense_size_message(p, self.max_params, "ExactInfluence"))
         H = self._gauss_newton() if self.curvature_ == "ggn" else self._hessian()
         check_finite(self, H, "The curvature matrix")
-        eigenvalues, eigenvectors = symmetric_eigh(H)
+        # eigenvalues alone (no eigenvectors: a third of the cost) for the
+        # damping, the definiteness warning and ``eigenvalues_``
+        eigenvalues = torch.linalg.eigvalsh((H + H.T) / 2)
         self.eigenvalues_ = eigenvalues
-        self._eigenvectors = eigenvectors  # (p, p), columns
         self.damping_ = resolve_damping(
             self.damping,
             lambda: eigenvalues.mean(),
@@ -168,6 +171,8 @@ class ExactInfluence(BaseInfluence):
             ", or use curvature='ggn' (positive semi-definite)",
         )
         warn_if_not_positive_definite(eigenvalues, self.damping_, self.curvature_)
+        # (p, p) factor of H + damping I; pivots None for a Cholesky factor
+        self._factor, self._pivots = factor_damped(H, eigenvalues, self.damping_)
 
     def _hessian(self):
         """The dense (p, p) Hessian, by blocks of Hessian-vector products."""
@@ -205,7 +210,7 @@ class ExactInfluence(BaseInfluence):
         return G / self.n_train_ + torch.diag(model.l2.to(self.dtype_))
 
     def _curvature(self):
-        return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping_))
+        return DenseFactor(self._factor, self._pivots)
 
 
 def dense_size_message(n_params, limit, name):
