@@ -27,8 +27,8 @@ Two more sections run on the noisy-digits MLP of ``benchmarks/_digits.py``
   rest of the fit, and the largest difference of their scores. Also the
   Hessian formed with 256 instead of 64 columns per vectorized pass.
 - ``--pydvl``: ``LiSSAInfluence`` with its defaults (float32, ``depth="auto"``)
-  against pyDVL's ``LissaInfluence`` (float32, its default ``maxiter=1000``
-  and ``rtol``, mini-batches of 256 rows as ours, the scale ``1.1`` times the
+  against pyDVL's ``LissaInfluence`` (float32, ``maxiter=1000`` by default
+  (``--pydvl-maxiter``), its default ``rtol``, mini-batches of 256 rows as ours, the scale ``1.1`` times the
   largest eigenvalue of ``H + damping I``, which ours estimates), mean row
   Pearson correlation with ``ExactInfluence`` of the same curvature and
   seconds (fit + score). Needs pyDVL (``pip install pydvl``), e.g. in a
@@ -182,7 +182,7 @@ def exact_routes(model, data):
     )
 
 
-def pydvl_lissa(model, data, curvature, scale, batch_size=256):
+def pydvl_lissa(model, data, curvature, scale, maxiter, batch_size=256):
     """pyDVL's LiSSA scores (n_test, n_train), proportional to ours."""
     from pydvl.influence import InfluenceMode
     from pydvl.influence.torch import LissaInfluence, SecondOrderMode
@@ -196,6 +196,7 @@ def pydvl_lissa(model, data, curvature, scale, batch_size=256):
         torch.nn.functional.cross_entropy,
         regularization=NOISY_DAMPING,
         scale=scale,
+        maxiter=maxiter,
         second_order_mode=mode[curvature],
         warn_on_max_iteration=False,
     )
@@ -206,7 +207,7 @@ def pydvl_lissa(model, data, curvature, scale, batch_size=256):
     return up.detach().numpy()
 
 
-def lissa_vs_pydvl(model, data):
+def lissa_vs_pydvl(model, data, maxiter):
     """LiSSA defaults against pyDVL's LiSSA, one run."""
     reference = ExactInfluence(damping=NOISY_DAMPING).fit(model, data[0], data[1])
     exact = reference.score(data[2], data[3]).to_numpy()
@@ -218,9 +219,9 @@ def lissa_vs_pydvl(model, data):
     )
     print(f"{'estimator':<52} {'Pearson':>8} {'seconds':>8}")
     start = time.perf_counter()
-    theirs = pydvl_lissa(model, data, curvature, scale)
+    theirs = pydvl_lissa(model, data, curvature, scale, maxiter)
     seconds = time.perf_counter() - start
-    name = "pyDVL LissaInfluence(maxiter=1000)"
+    name = f"pyDVL LissaInfluence(maxiter={maxiter})"
     print(f"{name:<52} {mean_row_pearson(theirs, exact):>8.4f} {seconds:>8.1f}")
     ours = LiSSAInfluence(damping=NOISY_DAMPING, random_state=0)
     scores, seconds = timed(ours, model, data)
@@ -233,6 +234,7 @@ def main():
     parser.add_argument("--no-table", action="store_true")
     parser.add_argument("--exact-routes", action="store_true")
     parser.add_argument("--pydvl", action="store_true")
+    parser.add_argument("--pydvl-maxiter", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared: avoid oversubscription
     if args.exact_routes or args.pydvl:
@@ -241,7 +243,7 @@ def main():
         if args.exact_routes:
             exact_routes(model, noisy)
         if args.pydvl:
-            lissa_vs_pydvl(model, noisy)
+            lissa_vs_pydvl(model, noisy, args.pydvl_maxiter)
     if not args.no_table:
         table()
 

@@ -11,8 +11,8 @@ from iterative_cases import (
 )
 
 from dataval import ArnoldiInfluence, ExactInfluence
-from dataval.exceptions import NotPositiveDefiniteWarning
 from dataval._numerics.spectral import Eigenbasis
+from dataval.exceptions import NotPositiveDefiniteWarning
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
