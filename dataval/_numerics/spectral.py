@@ -1,10 +1,11 @@
 """Solves in an eigenbasis or by a dense factor, and the positive-definiteness checks.
 
 A symmetric curvature ``C = V diag(lam) V^T`` turns any matrix function into a
-scaling of coordinates: ``f(C) x = V (f(lam) * (V^T x))``. The dense
-estimator (``ExactInfluence``), the low-rank one (``ArnoldiInfluence``), the
-projected Gram of TRAK and the Kronecker eigenbases of K-FAC and Source all
-solve this way.
+scaling of coordinates: ``f(C) x = V (f(lam) * (V^T x))``. The low-rank
+estimator (``ArnoldiInfluence``), the projected Gram of TRAK and the Kronecker
+eigenbases of K-FAC and Source all solve this way. The dense estimator
+(``ExactInfluence``) needs only ``(C + damping I)^{-1}``: a Cholesky (or
+``L D L^T``) factor gives it at a fraction of an eigendecomposition's cost.
 """
 
 import warnings
