@@ -247,16 +247,20 @@ def capture(model, layers, X, output_vectors):
         a_calls, g_calls = [], []
         for x, out in records[layer.name]:
             # (K, B, *out.shape[1:]); None: the output does not reach the loss
-            g = torch.stack(
-                [torch.zeros_like(out) if k[c] is None else k[c] for k in grads]
-            )
+            g = [torch.zeros_like(out) if k[c] is None else k[c] for k in grads]
+            g = g[0][None] if len(g) == 1 else torch.stack(g)
             a_calls.append(layer.inputs(x))
             g_calls.append(
                 layer.output_grads(g.flatten(0, 1)).unflatten(0, g.shape[:2])
             )
             c += 1
-        signals[layer.name] = (torch.cat(a_calls, 1), torch.cat(g_calls, 2))
+        signals[layer.name] = (_join(a_calls, 1), _join(g_calls, 2))
     return signals
+
+
+def _join(calls, dim):
+    """The calls' tensors side by side along ``dim`` (one call: no copy)."""
+    return calls[0] if len(calls) == 1 else torch.cat(calls, dim)
 
 
 def flush_denormals(x):
@@ -293,6 +297,18 @@ def pair_scores(Q, a, g):
     return torch.einsum("blmi,bli->mb", projected, a)
 
 
+def pair_layout(Q):
+    """``Q`` (m, d_out, d_in) stored as :func:`pair_scores` reads it.
+
+    Its product contracts the wider side: ``Q`` row-major when
+    ``d_out <= d_in``, else with each matrix stored transposed, so that no
+    training batch copies the query matrices again.
+    """
+    if Q.shape[1] <= Q.shape[2]:
+        return Q.contiguous()
+    return Q.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 def low_rank_pair_scores(U, V, a, g):
     """(m, B): :func:`pair_scores` for ``Q_m = U_m V_m^T``.
 
@@ -303,7 +319,7 @@ def low_rank_pair_scores(U, V, a, g):
     B, L, d_in = a.shape
     gu = (g @ U.permute(1, 0, 2).reshape(d_out, m * r)).view(B, L, m, r)
     av = (a @ V.permute(1, 0, 2).reshape(d_in, m * r)).view(B, L, m, r)
-    return torch.einsum("blmr,blmr->mb", gu, av)
+    return (gu * av).sum((1, 3)).T
 
 
 def diagonal_scores(Q, a, g):
