@@ -226,6 +226,9 @@ def main():
     parser.add_argument("--no-exact", action="store_true")
     parser.add_argument("--no-kronfluence", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--query-ranks", type=int, nargs="*", default=list(QUERY_RANKS), metavar="R"
+    )
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -264,7 +267,9 @@ def main():
         results[name] = report(name, runs, epoch, floor)
     if not args.no_kronfluence:
         runs = [
-            run_kronfluence(model, data, args.damping, args.batch_size, QUERY_RANKS)
+            run_kronfluence(
+                model, data, args.damping, args.batch_size, args.query_ranks
+            )
             for _ in range(args.repeats)
         ]
         results["kronfluence EK-FAC"] = report("kronfluence EK-FAC", runs, epoch, floor)
@@ -279,7 +284,9 @@ def main():
             f"{mean_row_pearson(ours[0], theirs[0]):.4f}",
             flush=True,
         )
-    low_rank_table(results, runs if not args.no_kronfluence else None, data)
+    low_rank_table(
+        results, runs if not args.no_kronfluence else None, data, args.query_ranks
+    )
     if args.no_exact:
         return
     print("\nmean row Pearson with the exact influence (same damping):")
@@ -295,7 +302,7 @@ def main():
     print(f"{'exact ggn':<20}{1:>12.4f}{mean_row_pearson(*references):>15.4f}")
 
 
-def low_rank_table(results, kronfluence_runs, data):
+def low_rank_table(results, kronfluence_runs, data, ranks):
     """Time and accuracy (Pearson with full rank) of low-rank queries."""
     scores, _, full_s, estimator = results["dataval EK-FAC"]
     print("\nlow-rank queries: score seconds, / full rank, Pearson with full rank")
@@ -303,7 +310,7 @@ def low_rank_table(results, kronfluence_runs, data):
     print(
         f"{'kronfluence s':>15}{'ratio':>7}{'Pearson':>9}" if kronfluence_runs else ""
     )
-    for rank in QUERY_RANKS:
+    for rank in ranks:
         estimator.set_params(query_rank=rank)
         low, seconds = timed(lambda: estimator.score(data[2], data[3]).to_numpy())
         line = (

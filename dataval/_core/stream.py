@@ -87,19 +87,14 @@ class Stream:
 
     def query_gradients(self, X, y, function, desc="test"):
         """Flat query rows (m, p) of prepared ``(X, y)``, batch by batch."""
-        return torch.cat(
-            [
-                self.featurizer.gradients(X_b, y_b, function)
-                for _, X_b, y_b in batches(
-                    self.data.model,
-                    X,
-                    y,
-                    self.data.batch_size,
-                    desc,
-                    self.data.verbose,
-                )
-            ]
-        )
+        G = [
+            self.featurizer.gradients(X_b, y_b, function)
+            for _, X_b, y_b in batches(
+                self.data.model, X, y, self.data.batch_size, desc, self.data.verbose
+            )
+        ]
+        # one batch: no copy of what can be a large block
+        return G[0] if len(G) == 1 else torch.cat(G)
 
     def precondition(self, G):
         """``(H + damping I)^{-1}`` applied to flat rows, in :meth:`pair`'s form."""

@@ -3,6 +3,7 @@
 import torch
 
 from ..._core.stream import working_bytes
+from ..._layers import flush_denormals
 from .kfac import KFACInfluence
 
 # share of the working memory for rotated per-sample gradients formed at once
@@ -95,8 +96,9 @@ def _squared_rotated_gradients(a, g):
     ``a`` (B, L, d_in) and ``g`` (K, B, L, d_out) are rotated layer signals.
     """
     if a.shape[1] == 1:
-        # (g a^T)^2 = g^2 (a^2)^T: one matrix product over the rows
-        return (g[:, :, 0] ** 2).sum(0).T @ a[:, 0] ** 2
+        # (g a^T)^2 = g^2 (a^2)^T: one matrix product over the rows; squares
+        # of tiny gradients are subnormal, which slows the product
+        return flush_denormals((g[:, :, 0] ** 2).sum(0)).T @ a[:, 0] ** 2
     K, B, L, d_out = g.shape
     total = a.new_zeros(d_out, a.shape[2])
     chunk = max(

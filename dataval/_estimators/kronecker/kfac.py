@@ -288,15 +288,17 @@ class KFACInfluence(BaseInfluence):
         working memory, saving it a second pass over the data.
         """
         names = self.layers_
-        A = {name: 0.0 for name in names}
-        S = {name: 0.0 for name in names}
+        A, S = {}, {}
         positions = dict.fromkeys(names, 0)
         kept, n_bytes = ([] if self._corrects_eigenvalues else None), 0
         for signals in self._fit_signals():
             for name, (a, g) in signals.items():
                 a2, g2 = a.flatten(0, 1), g.flatten(0, 2)
-                A[name] = A[name] + a2.T @ a2  # (d_in, d_in)
-                S[name] = S[name] + g2.T @ g2  # (d_out, d_out)
+                if name in A:  # accumulated in place
+                    A[name].addmm_(a2.T, a2)  # (d_in, d_in)
+                    S[name].addmm_(g2.T, g2)  # (d_out, d_out)
+                else:
+                    A[name], S[name] = a2.T @ a2, g2.T @ g2
                 positions[name] += a2.shape[0]
             if kept is not None:
                 n_bytes += sum(a.nbytes + g.nbytes for a, g in signals.values())

@@ -63,11 +63,16 @@ def capture_signals(model, layers, X, vectors, dtype):
 
 
 def rotate(signals, bases):
-    """Signals ``(a Q_A, g Q_S)`` in each layer's Kronecker eigenbasis."""
+    """Signals ``(a Q_A, g Q_S)`` in each layer's Kronecker eigenbasis.
+
+    The output gradients of confidently predicted rows are tiny, and so are
+    their rotations: their subnormal entries are set to zero. The inputs
+    (activations) have none to speak of.
+    """
     rotated = {}
     for name, (a, g) in signals.items():
         Q_S, Q_A = bases[name]
-        rotated[name] = (flush_denormals(a @ Q_A), flush_denormals(g @ Q_S))
+        rotated[name] = (a @ Q_A, flush_denormals(g @ Q_S))
     return rotated
 
 
@@ -92,7 +97,7 @@ def apply_spectral(G, layers, slices, bases, damped, function):
     return out
 
 
-def low_rank_factors(matrices, rank, oversample=8, n_iter=2):
+def low_rank_factors(matrices, rank, oversample=8, n_iter=1):
     """``(U, V)`` with ``U V^T`` a rank-``rank`` truncated SVD of each matrix.
 
     ``matrices`` (m, d_out, d_in); returns ``U`` (m, d_out, r) and ``V``
@@ -145,7 +150,10 @@ def _orthonormal(Y):
     shift = torch.finfo(Y.dtype).eps * mean.clamp(min=torch.finfo(Y.dtype).tiny)
     gram.diagonal(dim1=-2, dim2=-1).add_(shift[:, None])
     L = torch.linalg.cholesky_ex(gram).L
-    return torch.linalg.solve_triangular(L.mT, Y64, upper=True, left=False).to(Y.dtype)
+    # Y L^{-T}: the (q, q) inverse once, then one product in Y's dtype
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+    inverse = torch.linalg.solve_triangular(L.mT, eye, upper=True)
+    return Y @ inverse.to(Y.dtype)
 
 
 class LayerSignals(Featurizer):
