@@ -85,15 +85,16 @@ class KFACInfluence(BaseInfluence):
         ``None`` means every Linear and Conv2d (``groups=1``) layer with a
         trainable weight.
     query_rank : int, default=None
-        Keep only a rank-``query_rank`` SVD (randomized when ``query_rank``
-        is below the layer's smaller side minus 8) of each layer's
-        preconditioned test gradient in ``score`` and ``top_k``: a layer then
-        costs ``r (d_in + d_out)`` numbers and ``2 r (d_in + d_out)`` flop
-        per pair instead of ``d_in d_out``. An approximation: the division by
-        the damped eigenvalues makes the preconditioned gradient full rank
-        even when the raw test gradient has rank 1 (a Linear layer without
-        positions), so the error falls with the rank but is not zero before
-        ``min(d_out, d_in)``. ``None`` keeps them whole.
+        Keep only a rank-``query_rank`` truncated SVD (randomized, seeded)
+        of each layer's preconditioned test gradient in ``score`` and
+        ``top_k``: a layer then costs ``r (d_in + d_out)`` numbers and
+        ``2 r (d_in + d_out)`` flop per pair instead of ``d_in d_out``. A
+        layer whose smaller side is at most ``query_rank`` is kept whole.
+        An approximation: the division by the damped eigenvalues makes the
+        preconditioned gradient full rank even when the raw test gradient
+        has rank 1 (a Linear layer without positions), so the error falls
+        with the rank but is not zero before ``min(d_out, d_in)``. ``None``
+        keeps them whole.
 
     Attributes
     ----------

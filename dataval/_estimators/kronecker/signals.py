@@ -26,7 +26,7 @@ from ..._layers import (
     pair_scores,
     per_sample_gradients,
 )
-from ..._numerics.spectral import kronecker_apply
+from ..._numerics.spectral import kronecker_apply, one_thread
 from .fisher import output_vectors
 
 
@@ -126,7 +126,8 @@ def low_rank_factors(matrices, rank, oversample=8, n_iter=1):
     small = basis.mT @ M  # (m, q, d_in): M = basis @ small within the range
     gram = small.double() @ small.double().mT
     # the top ``rank`` eigenvectors (ascending order: the last columns)
-    top = torch.linalg.eigh(gram).eigenvectors[..., -rank:].to(M.dtype)
+    with one_thread(gram.device):
+        top = torch.linalg.eigh(gram).eigenvectors[..., -rank:].to(M.dtype)
     U = basis @ (top * norms[:, None, None].to(M.dtype))
     V = small.mT @ top
     # stored (d, m, r): the pair product reads all queries' columns at once
@@ -149,10 +150,11 @@ def _orthonormal(Y):
     mean = gram.diagonal(dim1=-2, dim2=-1).mean(-1)
     shift = torch.finfo(Y.dtype).eps * mean.clamp(min=torch.finfo(Y.dtype).tiny)
     gram.diagonal(dim1=-2, dim2=-1).add_(shift[:, None])
-    L = torch.linalg.cholesky_ex(gram).L
     # Y L^{-T}: the (q, q) inverse once, then one product in Y's dtype
-    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
-    inverse = torch.linalg.solve_triangular(L.mT, eye, upper=True)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    with one_thread(gram.device):
+        L = torch.linalg.cholesky_ex(gram).L
+        inverse = torch.linalg.solve_triangular(L.mT, eye, upper=True)
     return Y @ inverse.to(Y.dtype)
 
 
