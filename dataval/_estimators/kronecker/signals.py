@@ -108,8 +108,9 @@ def low_rank_factors(matrices, rank, oversample=8, n_iter=1):
     small Gram matrix in float64: it costs ``O(d_out d_in (rank +
     oversample))`` per matrix. No batched SVD or QR: on a loaded two-core CPU
     they ran 10 to 700 times slower with two threads than with one. Each
-    matrix is scaled to unit norm first: the products of a confidently predicted row's tiny entries would
-    otherwise be subnormal numbers, which CPUs compute with slowly.
+    matrix is scaled to unit norm first: the products of a confidently
+    predicted row's tiny entries would otherwise be subnormal numbers, which
+    CPUs compute with slowly.
     """
     m, d_out, d_in = matrices.shape
     q = min(rank + oversample, d_out, d_in)
