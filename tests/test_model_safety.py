@@ -135,3 +135,39 @@ def test_tied_weights_are_refused_by_kronecker_estimators():
     # the dense estimators handle the shared weight
     exact = dataval.ExactInfluence(damping=0.1, curvature="ggn").fit(module, X, y)
     assert exact.score(X_test, y_test).notna().all().all()
+
+
+def test_torch_thread_count_survives_concurrent_calls():
+    # the Kronecker eigendecompositions run on one thread: the main thread
+    # lowers torch's (process-wide) count and restores it; other threads
+    # leave it alone, so concurrent calls cannot leave it at 1
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dataval import EKFACInfluence
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    )
+    X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fitted = EKFACInfluence(damping=0.1, query_rank=2).fit(net, X, y)
+        with ThreadPoolExecutor(4) as pool:
+            jobs = [
+                pool.submit(
+                    lambda: (
+                        EKFACInfluence(damping=0.1, query_rank=2)
+                        .fit(net, X, y)
+                        .score(X[:5], y[:5])
+                    )
+                )
+                for _ in range(4)
+            ]
+            fitted.score(X[:5], y[:5])
+            for job in jobs:
+                job.result()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -8,6 +8,7 @@ eigenbases of K-FAC and Source all solve this way. The dense estimator
 ``L D L^T``) factor gives it at a fraction of an eigendecomposition's cost.
 """
 
+import threading
 import warnings
 from contextlib import contextmanager
 
@@ -21,13 +22,18 @@ from ..exceptions import NotPositiveDefiniteWarning
 def one_thread(device):
     """Run a CPU LAPACK call (eigh, Cholesky, small batched solves) on one thread.
 
-    On a 2-core machine shared with other jobs, float64 ``eigh`` of a
-    785-wide matrix took 0.1 s on one thread and 0.9 to 23 s on two (each
-    parallel region waits for a descheduled partner thread); on a quiet
-    machine one thread costs little for these sizes. The thread count is
-    restored on exit.
+    On a small machine shared with other jobs, a multithreaded ``eigh`` of a
+    few hundred columns waits on descheduled partner threads and can take many
+    times its one-thread time (see the performance page); for these sizes one
+    thread costs little. torch's thread count is shared by the threads of a
+    process, so only the main thread changes it (and restores it on exit):
+    calls from other threads, e.g. several threads scoring at once, run as
+    they are.
     """
-    if torch.device(device).type != "cpu":
+    if (
+        torch.device(device).type != "cpu"
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
     n_threads = torch.get_num_threads()
