@@ -107,7 +107,7 @@ def low_rank_factors(matrices, rank, oversample=8, n_iter=1):
     exact truncated SVD within that range through the eigendecomposition of a
     small Gram matrix in float64: it costs ``O(d_out d_in (rank +
     oversample))`` per matrix. No batched SVD or QR: on a loaded two-core CPU
-    they ran 10 to 700 times slower with two threads than with one. Each
+    they ran many times slower with two threads than with one. Each
     matrix is scaled to unit norm first: the products of a confidently
     predicted row's tiny entries would otherwise be subnormal numbers, which
     CPUs compute with slowly.
