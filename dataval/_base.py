@@ -29,7 +29,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._adapters import adapt_model
-from ._core.data import TrainingData, batches
+from ._core.data import TrainingData
 from ._core.parts import FlatGradients
 from ._core.stream import Stream, check_dense_size
 from ._finite import check_finite, check_fitted_state
@@ -235,12 +235,6 @@ class BaseInfluence(BaseEstimator, metaclass=ABCMeta):
             self._data(),
             self.dtype_,
             self.n_jobs,
-        )
-
-    def _batches(self, X, y, desc, batch_size=None):
-        """Yield ``(start, X_batch, y_batch)`` of prepared rows on the device."""
-        return batches(
-            self.model_, X, y, batch_size or self.batch_size, desc, self.verbose
         )
 
     def _prepare_test(self, X, y):

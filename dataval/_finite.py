@@ -56,7 +56,7 @@ def check_finite(estimator, values, what, test=None):
 def non_finite_rows(estimator, X, y):
     """Positions of the rows of prepared ``(X, y)`` whose loss or gradient is not finite."""
     model, bad = estimator.model_, []
-    for start, X_b, y_b in estimator._batches(X, y, "checking rows"):
+    for start, X_b, y_b in estimator._data().batches_of(X, y, "checking rows"):
         ok = torch.isfinite(model.losses(X_b, y_b))
         if bool(ok.all()):
             ok = torch.isfinite(model.per_sample_grads(X_b, y_b)).all(1)

@@ -50,6 +50,11 @@ class TrainingData:
         ):
             yield start, X_b, y_b, self.weights_at(rows, start, len(X_b))
 
+    def batches_of(self, X, y, desc):
+        """Yield ``(start, X_b, y_b)`` of other prepared rows (queries), batched
+        as the training rows are."""
+        return batches(self.model, X, y, self.batch_size, desc, self.verbose)
+
     def weights_at(self, rows, start, size):
         """Weights (size,) of the rows ``rows[start:start+size]``, or ``None``."""
         if self.weights is None:

@@ -20,7 +20,6 @@ import torch
 from .._config import get_config
 from .._layers import flush_denormals
 from .._parallel import copy_sharing_tensors, map_shards, shard_bounds
-from .data import batches
 
 
 def working_bytes(fraction=1.0):
@@ -89,9 +88,7 @@ class Stream:
         """Flat query rows (m, p) of prepared ``(X, y)``, batch by batch."""
         G = [
             self.featurizer.gradients(X_b, y_b, function)
-            for _, X_b, y_b in batches(
-                self.data.model, X, y, self.data.batch_size, desc, self.data.verbose
-            )
+            for _, X_b, y_b in self.data.batches_of(X, y, desc)
         ]
         # one batch: no copy of what can be a large block
         return G[0] if len(G) == 1 else torch.cat(G)
@@ -115,14 +112,7 @@ class Stream:
     def mean_query(self, X, y, function):
         """The preconditioned mean of the query rows' gradients (one row)."""
         total = None
-        for _, X_b, y_b in batches(
-            self.data.model,
-            X,
-            y,
-            self.data.batch_size,
-            "validation",
-            self.data.verbose,
-        ):
+        for _, X_b, y_b in self.data.batches_of(X, y, "validation"):
             g = self.featurizer.gradients(X_b, y_b, function).sum(0)
             total = g if total is None else total + g
         return self.precondition((total / len(X))[None])

@@ -26,6 +26,7 @@ from ..._layers import (
     pair_scores,
     per_sample_gradients,
 )
+from ..._numerics.seeding import torch_generator
 from ..._numerics.spectral import kronecker_apply, one_thread
 from .fisher import output_vectors
 
@@ -118,7 +119,7 @@ def low_rank_factors(matrices, rank, oversample=8, n_iter=1):
         min=torch.finfo(matrices.dtype).tiny
     )
     M = matrices / norms[:, None, None]
-    generator = torch.Generator(matrices.device).manual_seed(0)
+    generator = torch_generator(0, matrices.device)
     probe = torch.randn(d_in, q, generator=generator, device=matrices.device)
     basis = _orthonormal(M @ probe.to(M.dtype))  # (m, d_out, q)
     for _ in range(n_iter):

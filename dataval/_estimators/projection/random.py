@@ -12,6 +12,7 @@ import torch
 
 from ..._core.parts import Featurizer
 from ..._core.stream import working_bytes
+from ..._numerics.seeding import torch_generator
 
 # fractions of the working memory: one generated block of columns, and the
 # largest projection generated once and kept
@@ -51,7 +52,7 @@ class RandomProjection:
         for number, start in enumerate(range(0, self.p, self.width)):
             columns = slice(start, min(self.p, start + self.width))
             (state,) = np.random.SeedSequence([self.seed, number]).generate_state(1)
-            generator = torch.Generator(device=self.device).manual_seed(int(state))
+            generator = torch_generator(state, self.device)
             block = torch.randn(
                 self.dim,
                 columns.stop - columns.start,
