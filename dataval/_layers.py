@@ -280,10 +280,20 @@ def per_sample_gradients(a, g):
     return torch.einsum("bli,blo->boi", a, g).reshape(a.shape[0], -1)
 
 
-def pair_scores(Q, a, g):
+#: bytes of the (rows x queries x width) intermediate of one :func:`pair_scores`
+#: product on a CPU: small enough to be reduced from the cache it was written to
+PAIR_BLOCK_BYTES = 4 * 2**20
+
+
+def pair_scores(Q, a, g, block_bytes=None):
     """(m, B): ``sum_l g_bl^T Q_m a_bl`` for matrices ``Q`` (m, d_out, d_in).
 
     ``a`` (B, L, d_in) and ``g`` (B, L, d_out) are a batch's layer signals.
+    The product contracts the wider side of ``Q`` in one matrix product per
+    block of queries, then the other side by a batched matrix-vector
+    product; a block's intermediate is at most ``block_bytes`` (default
+    :data:`PAIR_BLOCK_BYTES` on a CPU, unlimited on a GPU), so it is reduced
+    while still in the cache instead of travelling to memory and back.
     """
     m, d_out, d_in = Q.shape
     B, L, _ = a.shape
@@ -291,10 +301,26 @@ def pair_scores(Q, a, g):
         # the per-sample gradients (B, d_out * d_in) are the smaller intermediate
         return Q.reshape(m, -1) @ per_sample_gradients(a, g).T
     if d_out <= d_in:
-        projected = (a @ Q.reshape(m * d_out, d_in).T).view(B, L, m, d_out)
-        return torch.einsum("blmo,blo->mb", projected, g)
-    projected = (g @ Q.transpose(1, 2).reshape(m * d_in, d_out).T).view(B, L, m, d_in)
-    return torch.einsum("blmi,bli->mb", projected, a)
+        wide, narrow, matrices = a, g, Q.reshape(m * d_out, d_in)
+    else:
+        wide, narrow, matrices = g, a, Q.transpose(1, 2).reshape(m * d_in, d_out)
+    width = narrow.shape[2]
+    wide, narrow = wide.reshape(B * L, -1), narrow.reshape(B * L, width, 1)
+    if block_bytes is None:
+        block_bytes = PAIR_BLOCK_BYTES if Q.device.type == "cpu" else None
+    if block_bytes is None:
+        block = m
+    else:
+        block = max(1, min(m, block_bytes // (B * L * width * Q.element_size())))
+    out = Q.new_empty(m, B)
+    for start in range(0, m, block):
+        stop = min(m, start + block)
+        # (B L, queries, width): the block's queries applied to the wide side
+        projected = (wide @ matrices[start * width : stop * width].T).view(
+            B * L, stop - start, width
+        )
+        out[start:stop] = torch.bmm(projected, narrow).view(B, L, -1).sum(1).T
+    return out
 
 
 def pair_layout(Q):

@@ -223,3 +223,27 @@ def test_bfloat16_keeps_the_gradients_of_confident_rows(confident_net):
     reference = EKFACInfluence(**kwargs).fit(net, X, y).score(X[:8], y[:8])
     mixed = EKFACInfluence(**kwargs, dtype="bfloat16").fit(net, X, y)
     assert _mean_row_pearson(mixed.score(X[:8], y[:8]), reference) > 0.99
+
+
+def test_eigendecompositions_side_by_side_match_one_by_one():
+    # the factors' eigendecompositions run two at a time from the main thread:
+    # each pair is the float64 eigh of its own matrix, in the input order
+    from dataval._numerics.spectral import psd_eighs
+
+    generator = torch.Generator().manual_seed(0)
+    matrices = []
+    for d in (3, 7, 5, 1):
+        root = torch.randn(d, d + 2, generator=generator)
+        matrices.append(root @ root.T)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pairs = psd_eighs(matrices, torch.float64)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for matrix, (values, vectors) in zip(matrices, pairs):
+        expected, _ = torch.linalg.eigh(matrix.double())
+        torch.testing.assert_close(values, expected.clamp(min=0))
+        torch.testing.assert_close(vectors * values @ vectors.T, matrix.double())
+    assert psd_eighs([], torch.float32) == []

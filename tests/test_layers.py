@@ -62,7 +62,13 @@ def test_pair_scores_paths_agree(case):
         # few and many queries exercise both the factored and the flat path
         for m in (1, 40):
             Q = torch.randn(m, layer.d_out, layer.d_in, dtype=torch.float64)
-            torch.testing.assert_close(pair_scores(Q, a, g), Q.reshape(m, -1) @ G.T)
+            expected = Q.reshape(m, -1) @ G.T
+            torch.testing.assert_close(pair_scores(Q, a, g), expected)
+            # a block of one query (one row's width), the rest, all at once
+            for block_bytes in (1, 3 * len(X) * max(layer.d_out, 8) * 8, 2**40):
+                torch.testing.assert_close(
+                    pair_scores(Q, a, g, block_bytes=block_bytes), expected
+                )
         U, s, Vh = torch.linalg.svd(Q, full_matrices=False)
         torch.testing.assert_close(
             low_rank_pair_scores(U * s[:, None], Vh.mT, a, g), Q.reshape(m, -1) @ G.T

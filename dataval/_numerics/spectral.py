@@ -10,6 +10,7 @@ eigenbases of K-FAC and Source all solve this way. The dense estimator
 
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -44,11 +45,38 @@ def one_thread(device):
         torch.set_num_threads(n_threads)
 
 
-def psd_eigh(matrix, dtype):
-    """Eigenvalues (clipped at 0) and eigenvectors of a PSD matrix, via float64."""
-    with one_thread(matrix.device):
-        values, vectors = torch.linalg.eigh(matrix.double())
-    return values.clamp(min=0).to(dtype), vectors.to(dtype)
+def psd_eighs(matrices, dtype):
+    """Eigenvalues (clipped at 0) and eigenvectors of PSD matrices, via float64.
+
+    Each decomposition runs on one thread (:func:`one_thread`); from the
+    main thread on a CPU, as many run side by side as torch had threads.
+    Independent one-thread calls do not wait on each other, so this keeps
+    the parallel speed-up without the cost of a multithreaded ``eigh`` on a
+    shared machine.
+    """
+    matrices = list(matrices)
+    if not matrices:
+        return []
+    device = matrices[0].device
+    workers = 1
+    if device.type == "cpu" and threading.current_thread() is threading.main_thread():
+        workers = min(len(matrices), torch.get_num_threads())
+    order = sorted(range(len(matrices)), key=lambda i: -matrices[i].shape[0])
+
+    def decompose(i):
+        return torch.linalg.eigh(matrices[i].double())
+
+    with one_thread(device):
+        if workers == 1:
+            pairs = [decompose(i) for i in order]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                pairs = list(pool.map(decompose, order))
+    found = dict(zip(order, pairs))
+    return [
+        (found[i][0].clamp(min=0).to(dtype), found[i][1].to(dtype))
+        for i in range(len(matrices))
+    ]
 
 
 class Eigenbasis(Curvature):

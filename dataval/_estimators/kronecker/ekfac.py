@@ -85,7 +85,8 @@ class EKFACInfluence(KFACInfluence):
             for name, (eig_S, eig_A) in self._factor_eigenvalues.items()
         }
         for batch in signals:
-            for name, (a, g) in self._rotate(batch).items():
+            # flushed where read: squares, or the per-sample products
+            for name, (a, g) in self._rotate(batch, flush=False).items():
                 totals[name] += _squared_rotated_gradients(a, g)
         return {name: total / self.n_train_ for name, total in totals.items()}
 
@@ -100,6 +101,7 @@ def _squared_rotated_gradients(a, g):
         # of tiny gradients are subnormal, which slows the product
         return flush_denormals((g[:, :, 0] ** 2).sum(0)).T @ a[:, 0] ** 2
     K, B, L, d_out = g.shape
+    flush_denormals(g)  # read by the per-sample products below
     total = a.new_zeros(d_out, a.shape[2])
     chunk = max(
         1, working_bytes(_CHUNK_SHARE) // (K * d_out * a.shape[2] * a.element_size())

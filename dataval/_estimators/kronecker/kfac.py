@@ -13,7 +13,7 @@ from ..._finite import check_finite
 from ..._layers import select_layers
 from ..._numerics.damping import resolve_damping
 from ..._numerics.seeding import draw_seed, torch_generator
-from ..._numerics.spectral import psd_eigh
+from ..._numerics.spectral import psd_eighs
 from .fisher import check_fisher, output_vectors
 from .signals import (
     LayerSignals,
@@ -278,9 +278,9 @@ class KFACInfluence(BaseInfluence):
         """Layer signals of a batch with ``vectors``, in ``dtype_``."""
         return capture_signals(self.model_, self._layer_list, X, vectors, self.dtype_)
 
-    def _rotate(self, signals):
-        """Signals in each layer's Kronecker eigenbasis."""
-        return rotate(signals, self._bases)
+    def _rotate(self, signals, flush=True):
+        """Signals in each layer's Kronecker eigenbasis (see :func:`rotate`)."""
+        return rotate(signals, self._bases, flush)
 
     def _fit_factors(self):
         """Eigendecompose ``A`` and ``S`` per layer; return the signals if kept.
@@ -310,12 +310,15 @@ class KFACInfluence(BaseInfluence):
         n = self.n_train_
         self._positions = {name: positions[name] / n for name in names}
         self._bases, self._factor_eigenvalues = {}, {}
+        factors = []
         for name in names:
             check_finite(self, A[name], f"The Kronecker factor A of layer {name!r}")
             check_finite(self, S[name], f"The Kronecker factor S of layer {name!r}")
             # A: mean over rows and positions; S: mean over rows of the sum
-            eig_A, Q_A = psd_eigh(A[name] / positions[name], self.dtype_)
-            eig_S, Q_S = psd_eigh(S[name] / n, self.dtype_)
+            factors += [A[name] / positions[name], S[name] / n]
+        eigenpairs = iter(psd_eighs(factors, self.dtype_))
+        for name in names:
+            (eig_A, Q_A), (eig_S, Q_S) = next(eigenpairs), next(eigenpairs)
             self._bases[name] = (Q_S, Q_A)
             self._factor_eigenvalues[name] = (eig_S, eig_A)
         return kept

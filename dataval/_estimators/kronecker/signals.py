@@ -63,17 +63,19 @@ def capture_signals(model, layers, X, vectors, dtype):
     return {name: (a.to(dtype), g.to(dtype)) for name, (a, g) in signals.items()}
 
 
-def rotate(signals, bases):
+def rotate(signals, bases, flush=True):
     """Signals ``(a Q_A, g Q_S)`` in each layer's Kronecker eigenbasis.
 
     The output gradients of confidently predicted rows are tiny, and so are
-    their rotations: their subnormal entries are set to zero. The inputs
-    (activations) have none to speak of.
+    their rotations: unless ``flush=False`` (for a caller that flushes what
+    it computes from them), their subnormal entries are set to zero. The
+    inputs (activations) have none to speak of.
     """
     rotated = {}
     for name, (a, g) in signals.items():
         Q_S, Q_A = bases[name]
-        rotated[name] = (a @ Q_A, flush_denormals(g @ Q_S))
+        g = g @ Q_S
+        rotated[name] = (a @ Q_A, flush_denormals(g) if flush else g)
     return rotated
 
 
