@@ -11,6 +11,7 @@ from dataval._functional import FunctionalModel
 from dataval._layers import (
     capture,
     diagonal_scores,
+    flush_denormals,
     low_rank_pair_scores,
     pair_scores,
     per_sample_gradients,
@@ -142,3 +143,23 @@ def test_select_layers_skips_frozen_and_grouped():
         select_layers(module, ["1"])
     with pytest.raises(ValueError, match="no torch.nn.Linear"):
         select_layers(nn.Sequential(nn.LayerNorm(3)))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+)
+def test_flush_denormals_zeroes_exactly_the_subnormals(dtype):
+    info = torch.finfo(dtype)
+    special = [0.0, -0.0, info.tiny, -info.tiny, info.max, 1.0, -2.5]
+    special += [info.tiny / 2, -info.tiny / 4, info.smallest_normal / 1024]
+    x = torch.tensor(special, dtype=torch.float64).to(dtype)
+    x = torch.cat(
+        [x, torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)]
+    )
+    x = torch.cat([x, (torch.randn(200, dtype=torch.float64) * info.tiny).to(dtype)])
+    subnormal = (x != 0) & (x.abs() < info.tiny)
+    assert subnormal.any()
+    expected = torch.where(subnormal, torch.zeros_like(x), x)
+    out = flush_denormals(x)
+    assert out is x
+    torch.testing.assert_close(x, expected, rtol=0, atol=0, equal_nan=True)
