@@ -163,3 +163,9 @@ def test_flush_denormals_zeroes_exactly_the_subnormals(dtype):
     out = flush_denormals(x)
     assert out is x
     torch.testing.assert_close(x, expected, rtol=0, atol=0, equal_nan=True)
+    # a large block goes in pieces; a strided view in one
+    block = (torch.randn(3, 2**17 + 5, dtype=torch.float64) * info.tiny).to(dtype)
+    expected = torch.where(block.abs() < info.tiny, torch.zeros_like(block), block)
+    view = block.clone().T
+    torch.testing.assert_close(flush_denormals(block), expected, rtol=0, atol=0)
+    torch.testing.assert_close(flush_denormals(view), expected.T, rtol=0, atol=0)
