@@ -235,13 +235,18 @@ class FunctionalModel:
         """Hessian of each row's loss in its flattened output, ``(B, k, k)``."""
         return loss_hessians(self.adapted.loss, self.outputs(X), y)
 
-    def curvature_matvec(self, V, X, y, curvature="hessian", weights=None):
+    def curvature_matvec(
+        self, V, X, y, curvature="hessian", weights=None, output_hessians=None
+    ):
         """``V @ C`` for the summed loss of a batch, ``V`` of shape ``(k, p)``.
 
         ``C`` is the Hessian of ``sum_b w_b loss_b`` (``curvature="hessian"``)
         or its Gauss-Newton matrix ``J^T H_out J`` (``"ggn"``); ``weights``
         (b,) default to ones. No regularizer, no normalization: callers add
-        ``l2`` and divide by ``n``.
+        ``l2`` and divide by ``n``. ``output_hessians`` (b, o, o): the rows'
+        loss Hessians in their flattened outputs (``output_hessians()``),
+        when the caller keeps them; the Gauss-Newton product then multiplies
+        by them instead of differentiating the loss once per vector.
         """
         with self.borrow(), _FORWARD_AD:
             if curvature == "hessian":
@@ -252,16 +257,28 @@ class FunctionalModel:
                         lambda t: gradient(t, X, y, weights), (self.theta,), (v,)
                     )[1]
 
-            else:
-                output, output_vjp = vjp(lambda t: self._forward(t, X), self.theta)
+                return vmap(product)(V)
+            output, output_vjp = vjp(lambda t: self._forward(t, X), self.theta)
+            if output_hessians is None:
                 output_grad = grad(
                     lambda o: _weighted_sum(self.adapted.loss(o, y), weights)
                 )
 
-                def product(v):
-                    jv = jvp(lambda t: self._forward(t, X), (self.theta,), (v,))[1]
-                    hjv = jvp(output_grad, (output,), (jv,))[1]
-                    return output_vjp(hjv)[0]
+                def loss_product(u):
+                    return jvp(output_grad, (output,), (u,))[1]
+
+            else:
+                if weights is not None:
+                    weighted = weights.to(output).view(-1, 1, 1)  # (b, 1, 1)
+                    output_hessians = output_hessians * weighted
+
+                def loss_product(u):
+                    flat = u.reshape(len(u), -1, 1)  # (b, o, 1)
+                    return (output_hessians @ flat).reshape(u.shape)
+
+            def product(v):
+                jv = jvp(lambda t: self._forward(t, X), (self.theta,), (v,))[1]
+                return output_vjp(loss_product(jv))[0]
 
             return vmap(product)(V)
 

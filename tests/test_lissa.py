@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from iterative_cases import (
     CASE_IDS,
     CASES,
@@ -11,6 +12,7 @@ from iterative_cases import (
 )
 
 from dataval import ExactInfluence, LiSSAInfluence
+from dataval._estimators.krylov import base as _krylov_base
 from dataval._estimators.krylov import lissa as _lissa
 from dataval.exceptions import ConvergenceWarning
 
@@ -34,7 +36,9 @@ def test_full_batch_series_matches_exact(case, curvature):
     eigenvalues = ExactInfluence(damping=DAMPING, curvature=curvature)
     top = float(eigenvalues.fit(*build(case)).eigenvalues_[-1]) + DAMPING
     assert lissa.largest_eigenvalue_ == pytest.approx(top, rel=0.05)
-    assert lissa.scale_ == pytest.approx(1.1 * lissa.largest_eigenvalue_)
+    assert lissa.scale_ == pytest.approx(
+        _lissa.AUTO_SCALE_MARGIN * lissa.largest_eigenvalue_
+    )
 
 
 def test_mini_batch_series_is_reproducible_and_close():
@@ -83,11 +87,59 @@ def test_auto_depth_stops_once_the_tail_average_settles():
     kwargs = {"damping": 2.0, "dtype": "float64", "random_state": 0}
     lissa = LiSSAInfluence(hessian_batch_size=None, tol=1e-2, **kwargs)
     scores = fit_scores(lissa, case)
-    assert lissa.depth_ in {125 * 2**k for k in range(7)}
+    assert lissa.depth_ in _lissa.auto_depths()
     assert_close(scores, exact_scores(case, damping=2.0), rtol=1e-3)
     # the chosen depth is the one a fixed depth would use
     fixed = LiSSAInfluence(hessian_batch_size=None, depth=lissa.depth_, **kwargs)
     np.testing.assert_allclose(fit_scores(fixed, case), scores, rtol=1e-10)
+
+
+def test_auto_depth_is_the_first_checked_depth_whose_tail_average_settles(
+    monkeypatch,
+):
+    model, X, y = build(CASES[1])
+    series, probes = LiSSAInfluence._series, []
+
+    def recording(self, G, generator):
+        probes.append(G)
+        return series(self, G, generator)
+
+    monkeypatch.setattr(LiSSAInfluence, "_series", recording)
+    tol, damping = 0.05, CASES[1]["damping"]  # a depth of a few hundred steps
+    lissa = LiSSAInfluence(damping=damping, tol=tol, dtype="float64", random_state=0)
+    lissa.fit(model, X, y)
+    # brute force: the probes' solve at each checked depth, by a fixed depth
+    depths = _lissa.auto_depths()
+    chosen = depths.index(lissa.depth_)
+    averages = []
+    for depth in depths[: chosen + 1]:
+        lissa.depth_ = depth
+        averages.append(lissa._solve(probes[0])[0])
+    changes = [float((a - b).norm() / a.norm()) for a, b in zip(averages[1:], averages)]
+    assert chosen >= 2
+    assert all(change > tol for change in changes[:-1])
+    assert changes[-1] <= tol
+
+
+def test_kept_output_hessians_give_the_loss_differentiated_products():
+    model, X, y = build(CASES[0])
+    weights = np.linspace(0.5, 2.0, len(X))
+    lissa = LiSSAInfluence(damping=DAMPING, depth=20, dtype="float64", random_state=0)
+    lissa.fit(model, X, y, sample_weight=weights)
+    assert lissa.curvature_ == "ggn"
+    assert lissa._output_hessians.shape == (len(X), 3, 3)
+    V = torch.randn(4, lissa.n_params_, dtype=torch.float64)
+    rows = torch.arange(7, 40)
+    kept = lissa._product(V, rows=rows)
+    lissa._output_hessians = None
+    np.testing.assert_allclose(kept, lissa._product(V, rows=rows), rtol=1e-10)
+
+
+def test_output_hessians_above_the_cap_are_not_kept(monkeypatch):
+    monkeypatch.setattr(_krylov_base, "MAX_KEPT_OUTPUT_HESSIANS", 60 * 3 * 3 - 1)
+    model, X, y = build(CASES[0])
+    lissa = LiSSAInfluence(damping=DAMPING, depth=20, random_state=0).fit(model, X, y)
+    assert lissa._output_hessians is None
 
 
 def test_auto_depth_warns_at_its_cap(monkeypatch):

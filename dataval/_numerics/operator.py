@@ -3,20 +3,42 @@
 import torch
 
 
-def curvature_product(model, data, V, curvature, rows=None, batch_size=None):
+def curvature_product(
+    model, data, V, curvature, rows=None, batch_size=None, output_hessians=None
+):
     """``V @ H`` for ``V`` of shape (k, p): the objective's curvature.
 
     ``H`` is the mean over the training rows at positions ``rows`` (default:
     all) of ``data`` of the loss Hessian (``curvature="hessian"``) or
     Gauss-Newton matrix (``"ggn"``), plus the model's L2 term. Damping is not
     included. ``batch_size``: rows per pass (default: the data's).
+    ``output_hessians``: every training row's loss Hessian in its outputs
+    (n, o, o), when kept (``output_hessians``), for ``"ggn"``.
     """
     rows = slice(None) if rows is None else rows
+    kept = None if output_hessians is None else output_hessians[rows]
     total = torch.zeros_like(V)
     # the products run in the gradient passes' dtype, the sum in V's
     V_model = V.to(model.dtype)
     n_rows = 0
-    for _, X_b, y_b, w_b in data.passes("curvature", rows, batch_size):
-        total += model.curvature_matvec(V_model, X_b, y_b, curvature, w_b)
+    for start, X_b, y_b, w_b in data.passes("curvature", rows, batch_size):
+        H_b = None if kept is None else kept[start : start + len(X_b)]
+        total += model.curvature_matvec(V_model, X_b, y_b, curvature, w_b, H_b)
         n_rows += len(X_b)
     return total / n_rows + V * model.l2
+
+
+def output_hessians(model, data, max_size):
+    """Every training row's loss Hessian in its flattened outputs, (n, o, o).
+
+    ``None`` when they would hold more than ``max_size`` numbers (large
+    outputs: a sequence's logits); the Gauss-Newton products then
+    differentiate the loss again at each product.
+    """
+    X_first, _ = model.prepare(data.X[:1], data.y[:1])
+    outputs = model.outputs(X_first)[0].numel()
+    if len(data) * outputs**2 > max_size:
+        return None
+    return torch.cat(
+        [model.output_hessians(X_b, y_b) for _, X_b, y_b, _ in data.passes("curvature")]
+    )

@@ -17,7 +17,7 @@ from ..._base import BaseInfluence
 from ..._finite import check_finite
 from ..._numerics.curvature import resolve_curvature
 from ..._numerics.damping import DAMPING_CONSTRAINT, resolve_damping
-from ..._numerics.operator import curvature_product
+from ..._numerics.operator import curvature_product, output_hessians
 from ..._numerics.seeding import draw_seed, torch_generator
 from ..._progress import tracked
 
@@ -25,6 +25,9 @@ from ..._progress import tracked
 HUTCHINSON_PROBES = 32
 #: power iterations for the largest eigenvalue
 POWER_ITERATIONS = 30
+#: the Gauss-Newton products keep every training row's loss Hessian in its
+#: outputs (n * outputs^2 numbers) up to this many numbers
+MAX_KEPT_OUTPUT_HESSIANS = 2**24
 
 
 class MatrixFreeInfluence(BaseInfluence):
@@ -41,12 +44,19 @@ class MatrixFreeInfluence(BaseInfluence):
         "curvature": [StrOptions({"auto", "hessian", "ggn"})],
         "random_state": ["random_state"],
     }
-    _saved_state = ("curvature_", "damping_", "_curvature_rows")
+    _saved_state = ("curvature_", "damping_", "_curvature_rows", "_output_hessians")
 
     def _fit_curvature(self):
         self.curvature_ = resolve_curvature(self.curvature, self.model_)
         self._random = check_random_state(self.random_state)
         self._curvature_rows = self._choose_curvature_rows()
+        # a Gauss-Newton product then multiplies by the rows' small loss
+        # Hessians instead of differentiating the loss once per vector
+        self._output_hessians = None
+        if self.curvature_ == "ggn":
+            self._output_hessians = output_hessians(
+                self.model_, self._data(), MAX_KEPT_OUTPUT_HESSIANS
+            )
         self.damping_ = self._resolve_damping()
         self._fit_operator()
 
@@ -79,6 +89,7 @@ class MatrixFreeInfluence(BaseInfluence):
             V,
             self.curvature_,
             self._curvature_rows if rows is None else rows,
+            output_hessians=self._output_hessians,
         )
         return out + self.damping_ * V if damped else out
 

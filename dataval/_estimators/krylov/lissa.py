@@ -12,12 +12,26 @@ from ..._numerics.seeding import draw_seed, torch_generator
 from ...exceptions import ConvergenceWarning
 from .base import MatrixFreeInfluence
 
-#: ``scale="auto"`` is this multiple of the largest eigenvalue of H + damping I
-AUTO_SCALE_MARGIN = 1.1
-#: ``depth="auto"`` tries these depths in turn (each twice the previous)
+#: ``scale="auto"`` is this multiple of the largest eigenvalue of H + damping I:
+#: above the half where the series stops converging
+AUTO_SCALE_MARGIN = 0.6
+#: ``depth="auto"`` checks depths from the first, each sqrt(2) times the previous,
+#: up to the last
 FIRST_AUTO_DEPTH, MAX_AUTO_DEPTH = 125, 8000
 #: training rows whose gradients ``depth="auto"`` runs the series on
 AUTO_DEPTH_PROBES = 16
+
+
+def auto_depths():
+    """The depths ``depth="auto"`` checks: 125, 177, 250, 354, ..., 8000.
+
+    Each is twice the one two before it, so the tail window of one starts at
+    a depth checked earlier (the running sum there is all it keeps).
+    """
+    depths = [FIRST_AUTO_DEPTH, round(FIRST_AUTO_DEPTH * math.sqrt(2))]
+    while 2 * depths[-2] <= MAX_AUTO_DEPTH:
+        depths.append(2 * depths[-2])
+    return depths
 
 
 class LiSSAInfluence(MatrixFreeInfluence):
@@ -37,18 +51,23 @@ class LiSSAInfluence(MatrixFreeInfluence):
     last iterate stays near a correlation of 0.97 with the exact influence
     however deep the series, the tail average reaches 0.9995.
 
-    The series converges when every eigenvalue of ``A`` lies in ``(0, 2 s)``;
-    ``scale="auto"`` estimates the largest one by power iteration, so nobody
-    has to tune ``s``. It reaches eigen-directions with eigenvalue ``a`` at the
-    rate ``(1 - a / s)^t``: ``depth`` must be several times ``s / damping``
-    for the small eigenvalues (which dominate influence) to converge.
-    ``depth="auto"`` finds out at fit: it runs the series on the gradients of
-    16 training rows, doubling the depth from 125 (the tail average of depth
-    ``2d`` is that of steps ``d`` to ``2d``) until two successive tail
-    averages differ by at most ``tol`` (relative, in norm), and keeps that
-    depth for every solve. A direction that has not converged grows between
-    windows (``v_t`` grows linearly along it), so the windows agree only
-    once the series has settled.
+    The series converges when every eigenvalue of ``A`` lies in ``(0, 2 s)``
+    and reaches an eigen-direction with eigenvalue ``a`` at the rate
+    ``(1 - a / s)^t``: the directions of small curvature, which dominate
+    influence, need a ``depth`` of several times ``s / damping``.
+    ``scale="auto"`` estimates the largest eigenvalue by power iteration and
+    takes ``s`` at 0.6 times it, a margin above the half where the series
+    stops converging rather than above the eigenvalue itself: the small
+    directions converge almost twice as fast as with ``s`` above the largest
+    eigenvalue, and the largest still shrink by a factor 2/3 per step.
+    ``depth="auto"`` finds the depth at fit: it runs the series on the
+    gradients of 16 training rows, checks their tail average at depths 125,
+    177, 250, 354, ... (each ``sqrt(2)`` times the previous, at most 8000),
+    stops at the first whose tail average differs from the previous check's
+    by at most ``tol`` (relative, in norm), and keeps that depth for every
+    solve. A direction that has not converged still moves the tail average
+    from one check to the next, so successive checks agree only once the
+    series has settled.
 
     Parameters
     ----------
@@ -85,15 +104,15 @@ class LiSSAInfluence(MatrixFreeInfluence):
         is indefinite where they fit noisy labels).
     depth : "auto" or int, default="auto"
         Steps of the series (each one curvature product on a mini-batch); the
-        second half is averaged. ``"auto"``: the first of 125, 250, ...,
-        8000 at which the tail average stops changing (``tol``); the value
-        used is ``depth_``.
-    tol : float, default=0.05
+        second half is averaged. ``"auto"``: the first of 125, 177, 250,
+        ..., 8000 (each ``sqrt(2)`` times the previous) at which the tail
+        average stops changing (``tol``); the value used is ``depth_``.
+    tol : float, default=0.1
         ``depth="auto"`` stops when the tail averages of two successive
-        depths differ by at most ``tol`` times their norm. Ignored for an
-        integer ``depth``.
+        checked depths differ by at most ``tol`` times their norm. Ignored
+        for an integer ``depth``.
     scale : "auto" or float, default="auto"
-        ``s``. ``"auto"`` is ``1.1`` times the largest eigenvalue of
+        ``s``. ``"auto"`` is ``0.6`` times the largest eigenvalue of
         ``H + damping I`` (power iteration, 30 full-batch products). A value
         below half of that eigenvalue makes the series diverge.
     repeats : int, default=1
@@ -196,7 +215,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         n_jobs=None,
         curvature="auto",
         depth="auto",
-        tol=0.05,
+        tol=0.1,
         scale="auto",
         repeats=1,
         hessian_batch_size=256,
@@ -248,35 +267,41 @@ class LiSSAInfluence(MatrixFreeInfluence):
             )
 
     def _choose_depth(self):
-        """The first doubling depth whose tail average agrees with the previous."""
+        """The first checked depth whose tail average agrees with the previous one's."""
         probes = torch.randperm(self.n_train_, generator=self._generator())
         X, y = self.model_.prepare(
             self._X_train[probes[:AUTO_DEPTH_PROBES]],
             self._y_train[probes[:AUTO_DEPTH_PROBES]],
         )
-        generator = torch_generator(self._seed)
-        steps = self._series(self._featurizer().gradients(X, y), generator)
-        depth, previous, change = FIRST_AUTO_DEPTH, None, math.inf
-        while True:
-            # tail average over steps depth / 2 .. depth (depth / 2 = the
-            # previous depth): all the steps run since the previous check
-            total = sum(next(steps) for _ in range(depth - depth // 2))
-            average = total / (depth - depth // 2)
+        G = self._featurizer().gradients(X, y)  # (probes, p)
+        steps = self._series(G, torch_generator(self._seed))
+        depths = auto_depths()
+        window_starts = {depth // 2 for depth in depths}
+        total, sums = torch.zeros_like(G), {}
+        previous, change = None, math.inf
+        for step in range(1, depths[-1] + 1):
+            total += next(steps)  # the sum of the first `step` iterates
+            if step in window_starts:
+                sums[step] = total.clone()
+            if step not in depths:
+                continue
+            # tail average over the iterates depth // 2 .. depth - 1, as _solve
+            average = (total - sums.pop(step // 2)) / (step - step // 2)
             if previous is not None:
                 change = float((average - previous).norm() / average.norm())
-            if change <= self.tol or 2 * depth > MAX_AUTO_DEPTH:
-                break
-            previous, depth = average, 2 * depth
+                if change <= self.tol:
+                    break
+            previous = average
         if change > self.tol:
             warnings.warn(
                 f"LiSSAInfluence's tail average still changed by {change:.2g} "
-                f"(above tol={self.tol:g}) at depth {depth}, the largest depth='auto' "
+                f"(above tol={self.tol:g}) at depth {step}, the largest depth='auto' "
                 f"tries (scale={self.scale_:.3g}, damping={self.damping_:g}). "
                 "Increase damping, pass a larger depth, or use CGInfluence.",
                 ConvergenceWarning,
                 stacklevel=5,
             )
-        return depth
+        return step
 
     def _step_rows(self, generator):
         """Positions of one step's mini-batch of rows, or ``None`` for all rows."""
