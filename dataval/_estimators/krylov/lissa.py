@@ -18,7 +18,8 @@ AUTO_SCALE_MARGIN = 0.6
 #: ``depth="auto"`` checks depths from the first, each sqrt(2) times the previous,
 #: up to the last
 FIRST_AUTO_DEPTH, MAX_AUTO_DEPTH = 125, 8000
-#: training rows whose gradients ``depth="auto"`` runs the series on
+#: training rows whose gradients, summed with random signs, ``depth="auto"``
+#: runs the series on
 AUTO_DEPTH_PROBES = 16
 
 
@@ -60,12 +61,13 @@ class LiSSAInfluence(MatrixFreeInfluence):
     stops converging rather than above the eigenvalue itself: the small
     directions converge almost twice as fast as with ``s`` above the largest
     eigenvalue, and the largest still shrink by a factor 2/3 per step.
-    ``depth="auto"`` finds the depth at fit: it runs the series on the
-    gradients of 16 training rows, checks their tail average at depths 125,
-    177, 250, 354, ... (each ``sqrt(2)`` times the previous, at most 8000),
-    stops at the first whose tail average differs from the previous check's
-    by at most ``tol`` (relative, in norm), and keeps that depth for every
-    solve. A direction that has not converged still moves the tail average
+    ``depth="auto"`` finds the depth at fit: it runs the series on the sum,
+    with random signs, of the gradients of 16 training rows (one vector,
+    whose squared change is in expectation the sum of theirs), checks its
+    tail average at depths 125, 177, 250, 354, ... (each ``sqrt(2)`` times
+    the previous, at most 8000), stops at the first whose tail average
+    differs from the previous check's by at most ``tol`` (relative, in
+    norm), and keeps that depth for every solve. A direction that has not converged still moves the tail average
     from one check to the next, so successive checks agree only once the
     series has settled.
 
@@ -268,12 +270,14 @@ class LiSSAInfluence(MatrixFreeInfluence):
 
     def _choose_depth(self):
         """The first checked depth whose tail average agrees with the previous one's."""
-        probes = torch.randperm(self.n_train_, generator=self._generator())
-        X, y = self.model_.prepare(
-            self._X_train[probes[:AUTO_DEPTH_PROBES]],
-            self._y_train[probes[:AUTO_DEPTH_PROBES]],
-        )
-        G = self._featurizer().gradients(X, y)  # (probes, p)
+        generator = self._generator()
+        rows = torch.randperm(self.n_train_, generator=generator)[:AUTO_DEPTH_PROBES]
+        X, y = self.model_.prepare(self._X_train[rows], self._y_train[rows])
+        signs = torch.randint(0, 2, (len(rows),), generator=generator) * 2.0 - 1.0
+        # one series for all the rows: their random-sign sum (1, p), whose
+        # squared change is, in expectation over the signs, the sum of theirs
+        G = signs.to(self.device_, self.dtype_) @ self._featurizer().gradients(X, y)
+        G = G[None]
         steps = self._series(G, torch_generator(self._seed))
         depths = auto_depths()
         window_starts = {depth // 2 for depth in depths}
