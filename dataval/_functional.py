@@ -259,28 +259,28 @@ class FunctionalModel:
 
                 return vmap(product)(V)
             output, output_vjp = vjp(lambda t: self._forward(t, X), self.theta)
+
+            def jacobian_product(v):
+                return jvp(lambda t: self._forward(t, X), (self.theta,), (v,))[1]
+
             if output_hessians is None:
                 output_grad = grad(
                     lambda o: _weighted_sum(self.adapted.loss(o, y), weights)
                 )
 
-                def loss_product(u):
-                    return jvp(output_grad, (output,), (u,))[1]
+                def product(v):
+                    hjv = jvp(output_grad, (output,), (jacobian_product(v),))[1]
+                    return output_vjp(hjv)[0]
 
-            else:
-                if weights is not None:
-                    weighted = weights.to(output).view(-1, 1, 1)  # (b, 1, 1)
-                    output_hessians = output_hessians * weighted
-
-                def loss_product(u):
-                    flat = u.reshape(len(u), -1, 1)  # (b, o, 1)
-                    return (output_hessians @ flat).reshape(u.shape)
-
-            def product(v):
-                jv = jvp(lambda t: self._forward(t, X), (self.theta,), (v,))[1]
-                return output_vjp(loss_product(jv))[0]
-
-            return vmap(product)(V)
+                return vmap(product)(V)
+            if weights is not None:
+                output_hessians = output_hessians * weights.to(output).view(-1, 1, 1)
+            JV = vmap(jacobian_product)(V)  # (k, b, ...)
+            # one product for all k vectors: under vmap it costs ten times more
+            HJV = torch.einsum(
+                "bij,kbj->kbi", output_hessians, JV.reshape(len(V), len(X), -1)
+            )
+            return vmap(output_vjp)(HJV.reshape(JV.shape))[0]
 
 
 def _in_float32(output, target):
