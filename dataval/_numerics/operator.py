@@ -17,15 +17,16 @@ def curvature_product(
     """
     rows = slice(None) if rows is None else rows
     kept = None if output_hessians is None else output_hessians[rows]
-    total = torch.zeros_like(V)
-    # the products run in the gradient passes' dtype, the sum in V's
+    # the products run in the gradient passes' dtype, the sum in V's; the
+    # sum is this function's own tensor, so it is updated in place
     V_model = V.to(model.dtype)
-    n_rows = 0
+    total, n_rows = None, 0
     for start, X_b, y_b, w_b in data.passes("curvature", rows, batch_size):
         H_b = None if kept is None else kept[start : start + len(X_b)]
-        total += model.curvature_matvec(V_model, X_b, y_b, curvature, w_b, H_b)
+        product = model.curvature_matvec(V_model, X_b, y_b, curvature, w_b, H_b)
+        total = product.to(V.dtype) if total is None else total.add_(product)
         n_rows += len(X_b)
-    return total / n_rows + V * model.l2
+    return total.div_(n_rows).addcmul_(V, model.l2)
 
 
 def output_hessians(model, data, max_size):

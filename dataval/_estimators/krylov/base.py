@@ -91,7 +91,8 @@ class MatrixFreeInfluence(BaseInfluence):
             self._curvature_rows if rows is None else rows,
             output_hessians=self._output_hessians,
         )
-        return out + self.damping_ * V if damped else out
+        # out is a fresh tensor: damped in place
+        return out.add_(V, alpha=self.damping_) if damped else out
 
     def _random_vectors(self, k, generator, rademacher=False):
         """(k, p) random vectors on the device: Gaussian or Rademacher (+-1)."""

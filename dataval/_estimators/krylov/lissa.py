@@ -323,7 +323,8 @@ class LiSSAInfluence(MatrixFreeInfluence):
         V = G.clone()  # (m, p)
         step = 0
         while True:
-            V = G + V - self._product(V, rows=self._step_rows(generator)) / self.scale_
+            AV = self._product(V, rows=self._step_rows(generator))  # fresh
+            V = AV.mul_(-1 / self.scale_).add_(V).add_(G)  # G + V - AV / s
             self._check_divergence(V, g_norm, step)
             yield V
             step += 1
