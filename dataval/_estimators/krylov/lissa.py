@@ -359,7 +359,9 @@ class LiSSAInfluence(MatrixFreeInfluence):
             f"LiSSAInfluence diverged at step {step + 1} of depth={self.depth_}: a "
             f"row's norm grew to {float(norm.max()):.3g} from {float(g_norm.max()):.3g}. "
             f"scale={self.scale_:.4g} is too small for the curvature (it must exceed "
-            "half its largest eigenvalue), or H + damping I has negative "
-            f"eigenvalues (damping={self.damping_:g}). Use scale='auto' or a larger "
-            "scale, a larger damping, or curvature='ggn'."
+            "half its largest eigenvalue; scale='auto' is 0.6 times that of the "
+            "whole training set, which the mini-batches of a small "
+            "hessian_batch_size can exceed), or H + damping I has negative "
+            f"eigenvalues (damping={self.damping_:g}). Use a larger scale or "
+            "hessian_batch_size, a larger damping, or curvature='ggn'."
         )
