@@ -67,9 +67,9 @@ class LiSSAInfluence(MatrixFreeInfluence):
     tail average at depths 125, 177, 250, 354, ... (each ``sqrt(2)`` times
     the previous, at most 8000), stops at the first whose tail average
     differs from the previous check's by at most ``tol`` (relative, in
-    norm), and keeps that depth for every solve. A direction that has not converged still moves the tail average
-    from one check to the next, so successive checks agree only once the
-    series has settled.
+    norm), and keeps that depth for every solve. A direction that has not
+    converged still moves the tail average from one check to the next, so
+    successive checks agree only once the series has settled.
 
     Parameters
     ----------
