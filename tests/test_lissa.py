@@ -65,6 +65,27 @@ def test_divergence_raises_instead_of_nan(params, message):
         fit_scores(lissa, CASES[0])
 
 
+def test_auto_scale_falls_back_when_the_depth_probe_diverges(monkeypatch):
+    # a margin below one half diverges along the largest eigenvalue: the fit
+    # takes the safe margin instead, and the scores are the influence
+    case = CASES[1]
+    monkeypatch.setattr(_lissa, "AUTO_SCALE_MARGIN", 0.3)
+    lissa = LiSSAInfluence(damping=DAMPING, hessian_batch_size=None, random_state=0)
+    scores = fit_scores(lissa, case)
+    assert lissa.scale_ == pytest.approx(
+        _lissa.AUTO_SCALE_FALLBACK * lissa.largest_eigenvalue_
+    )
+    assert mean_row_pearson(scores, exact_scores(case, damping=DAMPING)) > 0.99
+    # a scale given by the user is not second-guessed
+    with pytest.raises(FloatingPointError, match="diverged"):
+        fit_scores(
+            LiSSAInfluence(
+                damping=DAMPING, scale=0.3 * lissa.largest_eigenvalue_, random_state=0
+            ),
+            case,
+        )
+
+
 def test_damping_auto_and_value_use_the_same_map():
     case = CASES[0]
     model, X, y = build(case)

@@ -15,6 +15,9 @@ from .base import MatrixFreeInfluence
 #: ``scale="auto"`` is this multiple of the largest eigenvalue of H + damping I:
 #: above the half where the series stops converging
 AUTO_SCALE_MARGIN = 0.6
+#: ... or this one, above the eigenvalue itself, where the mini-batches'
+#: curvature made the series diverge at the first
+AUTO_SCALE_FALLBACK = 1.1
 #: ``depth="auto"`` checks depths from the first, each sqrt(2) times the previous,
 #: up to the last
 FIRST_AUTO_DEPTH, MAX_AUTO_DEPTH = 125, 8000
@@ -115,7 +118,9 @@ class LiSSAInfluence(MatrixFreeInfluence):
         for an integer ``depth``.
     scale : "auto" or float, default="auto"
         ``s``. ``"auto"`` is ``0.6`` times the largest eigenvalue of
-        ``H + damping I`` (power iteration, 30 full-batch products). A value
+        ``H + damping I`` (power iteration, 30 full-batch products), or
+        ``1.1`` times it when the series of ``depth="auto"`` diverges at fit
+        (mini-batches whose curvature exceeds twice the scale). A value
         below half of that eigenvalue makes the series diverge.
     repeats : int, default=1
         Independent runs averaged (each with its own mini-batches).
@@ -247,7 +252,15 @@ class LiSSAInfluence(MatrixFreeInfluence):
             self.scale_ = float(self.scale)
         self._seed = draw_seed(self._random)
         if self.depth == "auto":
-            self.depth_ = self._choose_depth()
+            try:
+                self.depth_ = self._choose_depth()
+            except FloatingPointError:
+                if self.scale != "auto":
+                    raise
+                # the mini-batches' curvature exceeds twice the scale: the
+                # solves run the same mini-batches, so take the safe margin
+                self.scale_ = AUTO_SCALE_FALLBACK * self.largest_eigenvalue_
+                self.depth_ = self._choose_depth()
         else:
             self.depth_ = self.depth
             self._warn_if_shallow()
@@ -356,7 +369,7 @@ class LiSSAInfluence(MatrixFreeInfluence):
         if bool(torch.isfinite(norm).all()) and bool((norm <= bound).all()):
             return
         raise FloatingPointError(
-            f"LiSSAInfluence diverged at step {step + 1} of depth={self.depth_}: a "
+            f"LiSSAInfluence diverged at step {step + 1}: a "
             f"row's norm grew to {float(norm.max()):.3g} from {float(g_norm.max()):.3g}. "
             f"scale={self.scale_:.4g} is too small for the curvature (it must exceed "
             "half its largest eigenvalue; scale='auto' is 0.6 times that of the "
