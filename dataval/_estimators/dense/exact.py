@@ -16,6 +16,7 @@ from ..._numerics.spectral import (
     factor_damped,
     warn_if_not_positive_definite,
 )
+from .hessian import LinearHessian, linear_layers
 
 # curvature columns computed per vectorized pass (memory grows with it)
 _COLUMNS_PER_PASS = 64
@@ -175,6 +176,52 @@ class ExactInfluence(BaseInfluence):
         self._factor, self._pivots = factor_damped(H, eigenvalues, self.damping_)
 
     def _hessian(self):
+        """The dense (p, p) Hessian.
+
+        Its block among linear layers comes from per-row products
+        (:class:`LinearHessian`), the rows of every other parameter from
+        Hessian-vector products. A product with a random vector checks the
+        result; should a model use a linear layer's parameters in a way the
+        block does not see, the Hessian is formed by products alone.
+        """
+        model, p = self.model_, self.n_params_
+        layers = []
+        if model.dtype in (torch.float32, torch.float64):
+            layers = linear_layers(model, model.prepare(self._X_train[:1]))
+        if not layers:
+            return self._hessian_by_products()
+        blocks = LinearHessian(model, layers, self.dtype_)
+        rows = min(self.batch_size, max(1, working_bytes(0.5) // blocks.bytes_per_row))
+        for _, X_b, y_b, w_b in self._data(rows).passes("hessian"):
+            blocks.add(X_b, y_b, w_b)
+        H = torch.zeros(p, p, dtype=self.dtype_, device=self.device_)
+        blocks.write(H, 1 / self.n_train_)
+        covered = blocks.covered().to(self.device_)
+        diagonal = H.diagonal()
+        diagonal[covered] += model.l2.to(self.dtype_)[covered]
+        identity = torch.eye(p, dtype=self.dtype_, device=self.device_)
+        others = (~covered).nonzero().flatten()
+        for start in range(0, len(others), _COLUMNS_PER_PASS):
+            chunk = others[start : start + _COLUMNS_PER_PASS]
+            H_rows = curvature_product(model, self._data(), identity[chunk], "hessian")
+            H[chunk] = H_rows
+            H[:, chunk] = H_rows.T
+        if not self._agrees_with_products(H):
+            return self._hessian_by_products()
+        return H
+
+    def _agrees_with_products(self, H):
+        """Whether ``H v`` matches a Hessian-vector product for a random ``v``
+        (to ``sqrt(eps)`` relative: rounding passes, a missed term does not)."""
+        generator = torch.Generator().manual_seed(0)
+        v = torch.randn(self.n_params_, generator=generator, dtype=self.dtype_)
+        v = v.to(self.device_)
+        expected = curvature_product(self.model_, self._data(), v[None], "hessian")[0]
+        error = torch.linalg.vector_norm(H @ v - expected)
+        tolerance = torch.finfo(self.dtype_).eps ** 0.5
+        return bool(error <= tolerance * torch.linalg.vector_norm(expected))
+
+    def _hessian_by_products(self):
         """The dense (p, p) Hessian, by blocks of Hessian-vector products."""
         p, data = self.n_params_, self._data()
         identity = torch.eye(p, dtype=self.dtype_, device=self.device_)

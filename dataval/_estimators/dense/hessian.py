@@ -1,0 +1,293 @@
+"""The dense Hessian's block among a model's linear layers, from per-row products.
+
+A linear layer ``z = W x + b`` called once per row sees its weight only
+through that product, so ``d loss / d W[i, j] = delta[i] x[j]`` with
+``delta = d loss / d z``. Differentiating once more, for layers ``l`` and
+``m`` (``x`` with a trailing 1 standing for the bias)::
+
+    H[(l, i, j), (m, k, q)] = sum_rows x_l[j] x_m[q] d2 loss / dz_l[i] dz_m[k]
+                            + [l before m] x_l[j] delta_m[k] d x_m[q] / dz_l[i]
+
+Per row this needs the Hessian of the loss in the layers' outputs ``(E, E)``
+(``E`` the sum of their widths), the Jacobian of the layers' inputs in those
+outputs and ``delta``: one forward-mode pass of ``E`` directions through each
+row's gradient, cheap. The sums over rows are then matrix products of
+row-wise outer products (``2 n p^2`` flop in all, at matrix-product speed),
+where ``p`` Hessian-vector products spend several times that flop in
+memory-bound batched element-wise work.
+"""
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import NamedTuple
+
+import torch
+from torch.func import grad, jacfwd, vmap
+
+from ..._functional import _FORWARD_AD
+
+
+class LinearLayer(NamedTuple):
+    """A linear layer's place in the model and in the flat parameter vector."""
+
+    name: str
+    n_out: int
+    n_in: int
+    weight: slice  # positions of the (n_out, n_in) weight, row-major
+    bias: slice | None  # positions of the (n_out,) bias; None without one
+
+
+def linear_layers(model, x):
+    """The linear layers whose Hessian blocks :class:`LinearHessian` forms.
+
+    ``torch.nn.Linear`` modules whose weight (and bias, when it has one) is
+    trainable and used under no other name, and which the forward pass of
+    one prepared row ``x`` (shape ``(1, ...)``) calls exactly once, on a
+    ``(1, n_in)`` input: the Hessian among their parameters then follows from
+    the layers' inputs and outputs alone. Others (called twice, with
+    sequence dimensions, not called) are left to Hessian-vector products.
+    """
+    positions, start = {}, 0
+    for name, size in zip(model.names, model.sizes):
+        positions[name] = slice(start, start + size)
+        start += size
+    with model.borrow() as module:
+        uses = {}
+        for _, parameter in module.named_parameters(remove_duplicate=False):
+            uses[id(parameter)] = uses.get(id(parameter), 0) + 1
+        candidates = {
+            name: layer
+            for name, layer in module.named_modules()
+            if isinstance(layer, torch.nn.Linear)
+            and f"{name}.weight" in positions
+            and (layer.bias is None or f"{name}.bias" in positions)
+            and all(
+                uses[id(t)] == 1 for t in (layer.weight, layer.bias) if t is not None
+            )
+        }
+        calls = {name: [] for name in candidates}
+
+        def recorder(name):
+            def hook(layer, inputs, output):
+                calls[name].append(tuple(inputs[0].shape))
+
+            return hook
+
+        with _hooks(module, {name: recorder(name) for name in candidates}):
+            model.outputs(x)
+    return [
+        LinearLayer(
+            name,
+            layer.out_features,
+            layer.in_features,
+            positions[f"{name}.weight"],
+            None if layer.bias is None else positions[f"{name}.bias"],
+        )
+        for name, layer in candidates.items()
+        if calls[name] == [(1, layer.in_features)]
+    ]
+
+
+@contextmanager
+def _hooks(module, hooks):
+    """Forward hooks ``{submodule name: hook}`` registered for the block."""
+    handles = []
+    try:
+        for name, hook in hooks.items():
+            handles.append(module.get_submodule(name).register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class LinearHessian:
+    """Sums over rows of the Hessian's block among linear layers.
+
+    Parameters
+    ----------
+    model : FunctionalModel
+    layers : list of LinearLayer
+        From :func:`linear_layers`.
+    dtype : torch.dtype
+        Precision of the sums (the per-row quantities come in the model's).
+    """
+
+    def __init__(self, model, layers, dtype):
+        self.model, self.layers, self.dtype = model, layers, dtype
+        widths = [layer.n_out for layer in layers]
+        fans = [layer.n_in for layer in layers]
+        # each layer's outputs in the (E,) perturbation, its inputs in the (D,)
+        self._outputs = _spans(widths)
+        self._inputs = _spans(fans)
+        # columns of a layer's inputs, with the 1 of its bias
+        self._columns = [layer.n_in + (layer.bias is not None) for layer in layers]
+        device = model.device
+        L = len(layers)
+        # second-order term per pair a <= b: (J_a J_b, I_a I_b); a == b keeps
+        # the pairs j <= q of its symmetric (J_a, J_a) only
+        self._second = {}
+        for a in range(L):
+            for b in range(a, L):
+                rows = self._pairs(a) if a == b else self._columns[a] * self._columns[b]
+                self._second[a, b] = torch.zeros(
+                    rows, widths[a] * widths[b], dtype=dtype, device=device
+                )
+        # first-order term per pair a < b: (J_a I_b, I_a n_in_b)
+        self._first = {
+            (a, b): torch.zeros(
+                self._columns[a] * widths[b],
+                widths[a] * fans[b],
+                dtype=dtype,
+                device=device,
+            )
+            for a in range(L)
+            for b in range(a + 1, L)
+        }
+
+    def _pairs(self, a):
+        J = self._columns[a]
+        return J * (J + 1) // 2
+
+    @property
+    def bytes_per_row(self):
+        """Memory one row of a batch takes in :meth:`add` (an estimate)."""
+        E, D = self._outputs[-1].stop, self._inputs[-1].stop
+        products = max(
+            [
+                self._second[key].shape[0] + self._second[key].shape[1]
+                for key in self._second
+            ]
+            + [
+                self._first[key].shape[0] + self._first[key].shape[1]
+                for key in self._first
+            ]
+        )
+        # the E forward-mode directions carry the row's activations (about D
+        # wide) and its gradient in the layers' outputs and inputs
+        return 4 * self.model.dtype.itemsize * (E * (E + 2 * D) + products)
+
+    def covered(self):
+        """``(p,)`` mask of the parameters whose rows and columns :meth:`write` fills."""
+        mask = torch.zeros(self.model.n_params, dtype=torch.bool)
+        for layer in self.layers:
+            mask[layer.weight] = True
+            if layer.bias is not None:
+                mask[layer.bias] = True
+        return mask
+
+    def add(self, X, y, weights=None):
+        """Add the rows of a prepared batch (``weights`` (b,) scale their losses)."""
+        model = self.model
+        state = SimpleNamespace(perturbation=None, inputs={})
+
+        def perturbing(index):
+            span = self._outputs[index]
+
+            def hook(layer, inputs, output):
+                state.inputs[index] = inputs[0]
+                return output + state.perturbation[:, span]
+
+            return hook
+
+        def row_loss(perturbation, x, target, weight):
+            state.perturbation, state.inputs = perturbation[None], {}
+            output = model._forward(model.theta, x[None])
+            inputs = torch.cat([state.inputs[i][0] for i in range(len(self.layers))])
+            loss = model.adapted.loss(output, target[None]).sum() * weight
+            return loss, inputs
+
+        # (E,) gradient of a row's loss in the layers' outputs, (D,) their inputs
+        gradient = grad(row_loss, has_aux=True)
+        E = self._outputs[-1].stop
+        zero = torch.zeros(E, dtype=model.dtype, device=model.device)
+        if weights is None:
+            weights = torch.ones(len(X), dtype=model.dtype, device=model.device)
+        weights = weights.to(model.dtype)
+        hooks = {layer.name: perturbing(i) for i, layer in enumerate(self.layers)}
+        with model.borrow() as module, _FORWARD_AD, _hooks(module, hooks):
+            rows = (None, 0, 0, 0)
+            delta, inputs = vmap(gradient, in_dims=rows)(zero, X, y, weights)
+            # (b, E, E) Hessian in the outputs, (b, D, E) inputs' Jacobian in them
+            hessian, jacobian = vmap(jacfwd(gradient), in_dims=rows)(
+                zero, X, y, weights
+            )
+        delta, inputs = delta.to(self.dtype), inputs.to(self.dtype)
+        hessian, jacobian = hessian.to(self.dtype), jacobian.to(self.dtype)
+        self._accumulate(delta, inputs, hessian, jacobian)
+
+    def _accumulate(self, delta, inputs, hessian, jacobian):
+        n = len(delta)
+        ones = torch.ones(n, 1, dtype=self.dtype, device=delta.device)
+        x = []
+        for layer, span in zip(self.layers, self._inputs):
+            x_layer = inputs[:, span]
+            x.append(
+                torch.cat([x_layer, ones], 1) if layer.bias is not None else x_layer
+            )
+        L = len(self.layers)
+        for a in range(L):
+            out_a = self._outputs[a]
+            j, q = torch.triu_indices(self._columns[a], self._columns[a])
+            outer = x[a][:, j] * x[a][:, q]  # (n, pairs j <= q)
+            curvature = hessian[:, out_a, out_a].reshape(n, -1)
+            self._second[a, a].addmm_(outer.T, curvature)
+            for b in range(a + 1, L):
+                out_b, in_b = self._outputs[b], self._inputs[b]
+                outer = (x[a][:, :, None] * x[b][:, None, :]).reshape(n, -1)
+                curvature = hessian[:, out_a, out_b].reshape(n, -1)
+                self._second[a, b].addmm_(outer.T, curvature)
+                outer = (x[a][:, :, None] * delta[:, None, out_b]).reshape(n, -1)
+                # (n, I_a, n_in_b): d x_b[q] / d z_a[i]
+                response = jacobian[:, in_b, out_a].transpose(1, 2).reshape(n, -1)
+                self._first[a, b].addmm_(outer.T, response)
+
+    def write(self, H, scale):
+        """Write ``scale`` times the sums into the (p, p) ``H`` (rows and columns of
+        the layers' parameters)."""
+        L = len(self.layers)
+        for a in range(L):
+            for b in range(a, L):
+                block = self._block(a, b).mul_(scale)  # (I_a, J_a, I_b, J_b)
+                for rows, j in self._parts(a):
+                    for columns, q in self._parts(b):
+                        piece = block[:, j, :, q]
+                        piece = piece.reshape(rows.stop - rows.start, -1)
+                        H[rows, columns] = piece
+                        if b > a:
+                            H[columns, rows] = piece.T
+
+    def _block(self, a, b):
+        """The summed block ``(I_a, J_a, I_b, J_b)`` between layers a and b."""
+        I_a, J_a = self.layers[a].n_out, self._columns[a]
+        I_b, J_b = self.layers[b].n_out, self._columns[b]
+        second = self._second[a, b]
+        if a == b:
+            # the (j, q) and (q, j) entries are one sum
+            j, q = torch.triu_indices(J_a, J_a)
+            index = torch.empty(J_a, J_a, dtype=torch.long)
+            index[j, q] = index[q, j] = torch.arange(len(j))
+            second = second[index.to(second.device).reshape(-1)]
+        block = second.view(J_a, J_b, I_a, I_b).permute(2, 0, 3, 1).contiguous()
+        if b > a:
+            n_in_b = self.layers[b].n_in
+            first = self._first[a, b].view(J_a, I_b, I_a, n_in_b)
+            block[..., :n_in_b] += first.permute(2, 0, 1, 3)
+        return block
+
+    def _parts(self, a):
+        """``(positions, column)`` of layer a's weight (columns ``:n_in``) and bias
+        (its column of ones)."""
+        layer = self.layers[a]
+        parts = [(layer.weight, slice(0, layer.n_in))]
+        if layer.bias is not None:
+            parts.append((layer.bias, layer.n_in))
+        return parts
+
+
+def _spans(sizes):
+    spans, start = [], 0
+    for size in sizes:
+        spans.append(slice(start, start + size))
+        start += size
+    return spans
