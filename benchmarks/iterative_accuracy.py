@@ -20,12 +20,15 @@ Two more sections run on the noisy-digits MLP of ``benchmarks/_digits.py``
 (64-64-10, 4,810 parameters, 1,497 rows with 10 % flipped labels, damping
 1e-2), each in one run:
 
-- ``--exact-routes``: ``ExactInfluence``'s fit by the former route (full
-  float64 eigendecomposition of the curvature) against the current one
-  (``eigvalsh``, then a Cholesky or ``L D L^T`` factor of ``H + damping I``),
-  for the Hessian and the Gauss-Newton matrix: curvature formation, the
-  rest of the fit, and the largest difference of their scores. Also the
-  Hessian formed with 256 instead of 64 columns per vectorized pass.
+- ``--exact-routes``: ``ExactInfluence``'s fit by the route of commit
+  c2edd84 (the Hessian by blocks of Hessian-vector products, then a full
+  float64 eigendecomposition), by the same products with the current
+  factorization (``eigvalsh``, then a Cholesky or ``L D L^T`` factor of
+  ``H + damping I``), and by the current route (the Hessian's block among
+  linear layers from per-row products, ``hessian.py``), for the Hessian and
+  the Gauss-Newton matrix: curvature formation, the rest of the fit, their
+  speed-ups over c2edd84 and the largest difference of the scores. One run
+  per ``--threads`` value (default 1).
 - ``--pydvl``: ``LiSSAInfluence`` with its defaults (float32, ``depth="auto"``)
   against pyDVL's ``LissaInfluence`` (float32, ``maxiter=1000`` by default
   (``--pydvl-maxiter``), its default ``rtol``, mini-batches of 256 rows as
@@ -44,6 +47,7 @@ Run from the repository root::
 
     PYTHONPATH=. python benchmarks/iterative_accuracy.py
     PYTHONPATH=. python benchmarks/iterative_accuracy.py --exact-routes --pydvl --no-table
+    PYTHONPATH=. python benchmarks/iterative_accuracy.py --exact-routes --no-table --threads 2 1
 """
 
 import argparse
@@ -59,7 +63,6 @@ from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
 from dataval import ArnoldiInfluence, CGInfluence, ExactInfluence, LiSSAInfluence
-from dataval._estimators.dense import exact as exact_module
 from dataval._estimators.krylov.lissa import AUTO_SCALE_MARGIN
 from dataval._finite import check_finite
 from dataval._numerics.curvature import resolve_curvature
@@ -112,7 +115,11 @@ class TimedExact(ExactInfluence):
 
 
 class FormerExact(TimedExact):
-    """``ExactInfluence`` by its former route: a full float64 eigendecomposition."""
+    """``ExactInfluence`` as at commit c2edd84: the Hessian by blocks of
+    Hessian-vector products, then a full float64 eigendecomposition."""
+
+    def _hessian(self):
+        return self._timed(self._hessian_by_products)
 
     def _fit_curvature(self):
         self.curvature_ = resolve_curvature(self.curvature, self.model_)
@@ -127,6 +134,14 @@ class FormerExact(TimedExact):
 
     def _curvature(self):
         return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping_))
+
+
+class ProductsExact(TimedExact):
+    """``ExactInfluence`` with the Hessian by blocks of Hessian-vector products
+    (the formation of c2edd84) and the current factorization."""
+
+    def _hessian(self):
+        return self._timed(self._hessian_by_products)
 
 
 def truncated(exact, rank, complement):
@@ -146,47 +161,53 @@ def truncated(exact, rank, complement):
 
 def exact_routes(model, data):
     """Former against current ``ExactInfluence`` fit, one run."""
-    print("\nExactInfluence on the noisy-digits MLP: former route (eigh) vs current")
     print(
-        f"{'curvature':<10} {'route':<8} {'formation s':>12} {'rest of fit s':>14} "
-        f"{'fit s':>7} {'fit speed-up':>13} {'max |diff| / max |score|':>25}"
+        f"\nExactInfluence on the noisy-digits MLP, {torch.get_num_threads()} "
+        "thread(s): former routes vs current"
     )
-    for curvature in ("hessian", "ggn"):
+    print(
+        f"{'curvature':<10} {'route':<17} {'formation s':>12} {'formation x':>12} "
+        f"{'rest of fit s':>14} {'fit s':>7} {'fit x':>6} "
+        f"{'max |diff| / max |score|':>25}"
+    )
+    routes = {
+        "hessian": (
+            ("former (c2edd84)", FormerExact),
+            ("products+factor", ProductsExact),
+            ("current", TimedExact),
+        ),
+        "ggn": (("former (c2edd84)", FormerExact), ("current", TimedExact)),
+    }
+    for curvature, classes in routes.items():
         runs = {}
-        for route, cls in (("former", FormerExact), ("current", TimedExact)):
+        for route, cls in classes:
             estimator = cls(damping=NOISY_DAMPING, curvature=curvature)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # an indefinite Hessian warns
                 estimator.fit(model, data[0], data[1])
             runs[route] = (estimator, estimator.score(data[2], data[3]).to_numpy())
-        former, current = runs["former"][1], runs["current"][1]
-        difference = np.abs(current - former).max() / np.abs(former).max()
-        for route, (estimator, _) in runs.items():
+        former, former_scores = runs[classes[0][0]]
+        for route, (estimator, scores) in runs.items():
             rest = estimator.fit_in_ - estimator.formed_in_
-            speed_up = runs["former"][0].fit_in_ / estimator.fit_in_
-            shown = f"{difference:.1e}" if route == "current" else "-"
+            difference = np.abs(scores - former_scores).max()
+            shown = f"{difference / np.abs(former_scores).max():.1e}"
             print(
-                f"{curvature:<10} {route:<8} {estimator.formed_in_:>12.1f} "
-                f"{rest:>14.1f} {estimator.fit_in_:>7.1f} {speed_up:>13.2f} "
-                f"{shown:>25}"
+                f"{curvature:<10} {route:<17} {estimator.formed_in_:>12.1f} "
+                f"{former.formed_in_ / estimator.formed_in_:>12.2f} "
+                f"{rest:>14.1f} {estimator.fit_in_:>7.1f} "
+                f"{former.fit_in_ / estimator.fit_in_:>6.2f} "
+                f"{shown if estimator is not former else '-':>25}"
             )
         if curvature == "hessian":
             factor = runs["current"][0]
+            kind = "Cholesky" if factor._pivots is None else "L D L^T"
+            H = factor._hessian()
+            H_products = factor._hessian_by_products()
+            gap = (H - H_products).abs().max() / H_products.abs().max()
             print(
-                f"  H + damping I factored by {'Cholesky' if factor._pivots is None else 'L D L^T'}"
+                f"  H + damping I factored by {kind}; current H vs products: "
+                f"max |diff| / max |H| = {gap:.1e}"
             )
-    # more columns per vectorized pass: fewer passes, larger batched products
-    per_pass = exact_module._COLUMNS_PER_PASS
-    exact_module._COLUMNS_PER_PASS = 4 * per_pass
-    estimator = TimedExact(damping=NOISY_DAMPING, curvature="hessian")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        estimator.fit(model, data[0], data[1])
-    exact_module._COLUMNS_PER_PASS = per_pass
-    print(
-        f"  Hessian formed with {4 * per_pass} columns per pass instead of "
-        f"{per_pass}: {estimator.formed_in_:.1f} s"
-    )
 
 
 def pydvl_lissa(model, data, curvature, scale, maxiter, batch_size=256):
@@ -255,13 +276,23 @@ def main():
     parser.add_argument("--exact-routes", action="store_true")
     parser.add_argument("--pydvl", action="store_true")
     parser.add_argument("--pydvl-maxiter", type=int, default=1000)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="torch threads of the --exact-routes runs, one run each",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)  # the machine is shared: avoid oversubscription
     if args.exact_routes or args.pydvl:
         noisy = noisy_digits()
         model = fitted(noisy)
         if args.exact_routes:
-            exact_routes(model, noisy)
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                exact_routes(model, noisy)
+        # the machine is shared: avoid oversubscription
+        torch.set_num_threads(1)
         if args.pydvl:
             lissa_vs_pydvl(model, noisy, args.pydvl_maxiter)
     if not args.no_table:

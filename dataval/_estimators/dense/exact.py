@@ -28,7 +28,10 @@ class ExactInfluence(BaseInfluence):
     Forms the ``p x p`` curvature of the training objective in float64,
     computes its eigenvalues, factors ``H + damping I`` (Cholesky when it is
     positive definite, symmetric indefinite ``L D L^T`` otherwise) and
-    applies its inverse exactly. It is
+    applies its inverse exactly. The Hessian's block among the model's
+    ``torch.nn.Linear`` layers is summed from each row's Hessian in the
+    layers' outputs by matrix products; the rows of other parameters come
+    from Hessian-vector products. It is
     the reference every other estimator is compared with; its cost grows as
     ``p^2`` in memory and ``p^3`` in time, so it is meant for models up to a
     few thousand parameters (``max_params``).
@@ -194,7 +197,8 @@ class ExactInfluence(BaseInfluence):
         rows = min(self.batch_size, max(1, working_bytes(0.5) // blocks.bytes_per_row))
         for _, X_b, y_b, w_b in self._data(rows).passes("hessian"):
             blocks.add(X_b, y_b, w_b)
-        H = torch.zeros(p, p, dtype=self.dtype_, device=self.device_)
+        # every entry is written below: the block, then the other rows
+        H = torch.empty(p, p, dtype=self.dtype_, device=self.device_)
         blocks.write(H, 1 / self.n_train_)
         covered = blocks.covered().to(self.device_)
         diagonal = H.diagonal()

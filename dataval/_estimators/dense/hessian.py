@@ -228,7 +228,9 @@ class LinearHessian:
         L = len(self.layers)
         for a in range(L):
             out_a = self._outputs[a]
-            j, q = torch.triu_indices(self._columns[a], self._columns[a])
+            j, q = torch.triu_indices(
+                self._columns[a], self._columns[a], device=delta.device
+            )
             outer = x[a][:, j] * x[a][:, q]  # (n, pairs j <= q)
             curvature = hessian[:, out_a, out_a].reshape(n, -1)
             self._second[a, a].addmm_(outer.T, curvature)
@@ -247,33 +249,41 @@ class LinearHessian:
         the layers' parameters)."""
         L = len(self.layers)
         for a in range(L):
-            for b in range(a, L):
-                block = self._block(a, b).mul_(scale)  # (I_a, J_a, I_b, J_b)
-                for rows, j in self._parts(a):
-                    for columns, q in self._parts(b):
-                        piece = block[:, j, :, q]
-                        piece = piece.reshape(rows.stop - rows.start, -1)
-                        H[rows, columns] = piece
-                        if b > a:
-                            H[columns, rows] = piece.T
+            self._write_diagonal(H, scale, a)
+            for b in range(a + 1, L):
+                self._write_pair(H, scale, a, b)
 
-    def _block(self, a, b):
-        """The summed block ``(I_a, J_a, I_b, J_b)`` between layers a and b."""
+    def _write_diagonal(self, H, scale, a):
+        I, J = self.layers[a].n_out, self._columns[a]
+        # the (j, q) and (q, j) entries are one sum, the row index[j, q]
+        j, q = torch.triu_indices(J, J)
+        index = torch.empty(J, J, dtype=torch.long)
+        index[j, q] = index[q, j] = torch.arange(len(j))
+        sums = self._second[a, a].view(-1, I, I)  # (pairs, I, I)
+        parts = self._parts(a)
+        # one input column j of the rows at a time: (I, I, J) gathered
+        for column in range(J):
+            values = sums[index[column].to(sums.device)].permute(1, 2, 0)
+            rows = _rows_of_column(parts, column)
+            for columns, q in parts:
+                piece = values[:, :, q]
+                H[rows, columns].view(piece.shape).copy_(piece).mul_(scale)
+
+    def _write_pair(self, H, scale, a, b):
         I_a, J_a = self.layers[a].n_out, self._columns[a]
         I_b, J_b = self.layers[b].n_out, self._columns[b]
-        second = self._second[a, b]
-        if a == b:
-            # the (j, q) and (q, j) entries are one sum
-            j, q = torch.triu_indices(J_a, J_a)
-            index = torch.empty(J_a, J_a, dtype=torch.long)
-            index[j, q] = index[q, j] = torch.arange(len(j))
-            second = second[index.to(second.device).reshape(-1)]
-        block = second.view(J_a, J_b, I_a, I_b).permute(2, 0, 3, 1).contiguous()
-        if b > a:
-            n_in_b = self.layers[b].n_in
-            first = self._first[a, b].view(J_a, I_b, I_a, n_in_b)
-            block[..., :n_in_b] += first.permute(2, 0, 1, 3)
-        return block
+        n_in_b = self.layers[b].n_in
+        # (I_a, J_a, I_b, J_b) and (I_a, J_a, I_b, n_in_b) views
+        second = self._second[a, b].view(J_a, J_b, I_a, I_b).permute(2, 0, 3, 1)
+        first = self._first[a, b].view(J_a, I_b, I_a, n_in_b).permute(2, 0, 1, 3)
+        for rows, j in self._parts(a):
+            for columns, q in self._parts(b):
+                piece = second[:, j, :, q]
+                target = H[rows, columns].view(piece.shape).copy_(piece)
+                if isinstance(q, slice):  # the weight's columns
+                    target += first[:, j]
+                target.mul_(scale)
+                H[columns, rows] = H[rows, columns].T
 
     def _parts(self, a):
         """``(positions, column)`` of layer a's weight (columns ``:n_in``) and bias
@@ -291,3 +301,12 @@ def _spans(sizes):
         spans.append(slice(start, start + size))
         start += size
     return spans
+
+
+def _rows_of_column(parts, column):
+    """Positions of a layer's parameters at input column ``column`` (all
+    outputs): a strided slice of the weight, or the bias."""
+    (weight, columns), *bias = parts
+    if column < columns.stop:
+        return slice(weight.start + column, weight.stop, columns.stop)
+    return bias[0][0]
