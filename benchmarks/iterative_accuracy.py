@@ -21,14 +21,15 @@ Two more sections run on the noisy-digits MLP of ``benchmarks/_digits.py``
 1e-2), each in one run:
 
 - ``--exact-routes``: ``ExactInfluence``'s fit by the route of commit
-  c2edd84 (the Hessian by blocks of Hessian-vector products, then a full
-  float64 eigendecomposition), by the same products with the current
-  factorization (``eigvalsh``, then a Cholesky or ``L D L^T`` factor of
-  ``H + damping I``), and by the current route (the Hessian's block among
-  linear layers from per-row products, ``hessian.py``), for the Hessian and
-  the Gauss-Newton matrix: curvature formation, the rest of the fit, their
-  speed-ups over c2edd84 and the largest difference of the scores. One run
-  per ``--threads`` value (default 1).
+  c2edd84 (the curvature by blocks of curvature-vector products, then a
+  full float64 eigendecomposition), by the previous route (the Hessian by
+  the same products, the Gauss-Newton matrix from per-sample Jacobians,
+  then ``eigvalsh`` and a Cholesky or ``L D L^T`` factor of
+  ``H + damping I``) and by the current one (the curvature's block among
+  linear layers from per-row products, ``dense/hessian.py``), for the
+  Hessian and the Gauss-Newton matrix: curvature formation, the rest of the
+  fit, their speed-ups over c2edd84, the largest difference of the scores
+  and of the matrices. One run per ``--threads`` value (default 1).
 - ``--pydvl``: ``LiSSAInfluence`` with its defaults (float32, ``depth="auto"``)
   against pyDVL's ``LissaInfluence`` (float32, ``maxiter=1000`` by default
   (``--pydvl-maxiter``), its default ``rtol``, mini-batches of 256 rows as
@@ -115,11 +116,14 @@ class TimedExact(ExactInfluence):
 
 
 class FormerExact(TimedExact):
-    """``ExactInfluence`` as at commit c2edd84: the Hessian by blocks of
-    Hessian-vector products, then a full float64 eigendecomposition."""
+    """``ExactInfluence`` as at commit c2edd84: the curvature by blocks of
+    curvature-vector products, then a full float64 eigendecomposition."""
 
     def _hessian(self):
-        return self._timed(self._hessian_by_products)
+        return self._timed(lambda: self._by_products("hessian"))
+
+    def _gauss_newton(self):
+        return self._timed(lambda: self._by_products("ggn"))
 
     def _fit_curvature(self):
         self.curvature_ = resolve_curvature(self.curvature, self.model_)
@@ -136,12 +140,16 @@ class FormerExact(TimedExact):
         return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping_))
 
 
-class ProductsExact(TimedExact):
-    """``ExactInfluence`` with the Hessian by blocks of Hessian-vector products
-    (the formation of c2edd84) and the current factorization."""
+class PreviousExact(TimedExact):
+    """``ExactInfluence`` as before the block among linear layers: the Hessian
+    by blocks of Hessian-vector products, the Gauss-Newton matrix from
+    per-sample Jacobians, the current factorization."""
 
     def _hessian(self):
-        return self._timed(self._hessian_by_products)
+        return self._timed(lambda: self._by_products("hessian"))
+
+    def _gauss_newton(self):
+        return self._timed(self._gauss_newton_by_jacobians)
 
 
 def truncated(exact, rank, complement):
@@ -166,19 +174,16 @@ def exact_routes(model, data):
         "thread(s): former routes vs current"
     )
     print(
-        f"{'curvature':<10} {'route':<17} {'formation s':>12} {'formation x':>12} "
+        f"{'curvature':<10} {'route':<9} {'formation s':>12} {'formation x':>12} "
         f"{'rest of fit s':>14} {'fit s':>7} {'fit x':>6} "
         f"{'max |diff| / max |score|':>25}"
     )
-    routes = {
-        "hessian": (
-            ("former (c2edd84)", FormerExact),
-            ("products+factor", ProductsExact),
-            ("current", TimedExact),
-        ),
-        "ggn": (("former (c2edd84)", FormerExact), ("current", TimedExact)),
-    }
-    for curvature, classes in routes.items():
+    classes = (
+        ("c2edd84", FormerExact),
+        ("previous", PreviousExact),
+        ("current", TimedExact),
+    )
+    for curvature in ("hessian", "ggn"):
         runs = {}
         for route, cls in classes:
             estimator = cls(damping=NOISY_DAMPING, curvature=curvature)
@@ -192,22 +197,21 @@ def exact_routes(model, data):
             difference = np.abs(scores - former_scores).max()
             shown = f"{difference / np.abs(former_scores).max():.1e}"
             print(
-                f"{curvature:<10} {route:<17} {estimator.formed_in_:>12.1f} "
+                f"{curvature:<10} {route:<9} {estimator.formed_in_:>12.1f} "
                 f"{former.formed_in_ / estimator.formed_in_:>12.2f} "
                 f"{rest:>14.1f} {estimator.fit_in_:>7.1f} "
                 f"{former.fit_in_ / estimator.fit_in_:>6.2f} "
                 f"{shown if estimator is not former else '-':>25}"
             )
-        if curvature == "hessian":
-            factor = runs["current"][0]
-            kind = "Cholesky" if factor._pivots is None else "L D L^T"
-            H = factor._hessian()
-            H_products = factor._hessian_by_products()
-            gap = (H - H_products).abs().max() / H_products.abs().max()
-            print(
-                f"  H + damping I factored by {kind}; current H vs products: "
-                f"max |diff| / max |H| = {gap:.1e}"
-            )
+        current = runs["current"][0]
+        kind = "Cholesky" if current._pivots is None else "L D L^T"
+        H = current._hessian() if curvature == "hessian" else current._gauss_newton()
+        H_products = current._by_products(curvature)
+        gap = (H - H_products).abs().max() / H_products.abs().max()
+        print(
+            f"  {curvature}: damped matrix factored by {kind}; current matrix vs "
+            f"products: max |diff| / max |entry| = {gap:.1e}"
+        )
 
 
 def pydvl_lissa(model, data, curvature, scale, maxiter, batch_size=256):

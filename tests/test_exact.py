@@ -198,30 +198,35 @@ HESSIAN_CASES = [
 ]
 
 
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
 @pytest.mark.parametrize("case", HESSIAN_CASES, ids=[c["id"] for c in HESSIAN_CASES])
-def test_hessian_matches_dense_reference(case, monkeypatch):
+def test_curvature_matches_dense_reference(case, curvature, monkeypatch):
     module, loss_fn, X, y = case["data"]()
-    expected = dense_curvature(module, loss_fn, X, y, "hessian")
-    estimator = ExactInfluence(damping=10.0, curvature="hessian").fit(module, X, y)
-    products = []
-    by_products = estimator._hessian_by_products
-    monkeypatch.setattr(
-        estimator, "_hessian_by_products", lambda: products.append(1) or by_products()
-    )
-    H = estimator._hessian()
+    expected = dense_curvature(module, loss_fn, X, y, curvature)
+    estimator = ExactInfluence(damping=10.0, curvature=curvature).fit(module, X, y)
+    fallbacks = []
+    for name in ("_by_products", "_gauss_newton_by_jacobians"):
+        fallback = getattr(estimator, name)
+        monkeypatch.setattr(
+            estimator,
+            name,
+            lambda *args, f=fallback: fallbacks.append(1) or f(*args),
+        )
+    H = estimator._hessian() if curvature == "hessian" else estimator._gauss_newton()
     # formed from the block among linear layers unless the check refused it
-    assert not products if case["linear"] else products
+    assert not fallbacks if case["linear"] else fallbacks
     assert (H - expected).abs().max() <= 1e-12 * expected.abs().max()
 
 
-def test_hessian_block_sees_the_sample_weights():
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+def test_linear_block_sees_the_sample_weights(curvature):
     module, _, X, y, *_ = _classification()
     weights = np.linspace(0.2, 2.0, len(X))
-    estimator = ExactInfluence(damping=10.0, curvature="hessian").fit(
+    estimator = ExactInfluence(damping=10.0, curvature=curvature).fit(
         module, X, y, sample_weight=weights
     )
-    H = estimator._hessian()
-    expected = estimator._hessian_by_products()
+    H = estimator._hessian() if curvature == "hessian" else estimator._gauss_newton()
+    expected = estimator._by_products(curvature)
     assert (H - expected).abs().max() <= 1e-12 * expected.abs().max()
 
 
@@ -237,5 +242,5 @@ def test_hessian_block_of_an_mlp_classifier_with_l2():
             clf, X.numpy(), y.numpy()
         )
     H = estimator._hessian()
-    expected = estimator._hessian_by_products()
+    expected = estimator._by_products("hessian")
     assert (H - expected).abs().max() <= 1e-12 * expected.abs().max()

@@ -28,10 +28,10 @@ class ExactInfluence(BaseInfluence):
     Forms the ``p x p`` curvature of the training objective in float64,
     computes its eigenvalues, factors ``H + damping I`` (Cholesky when it is
     positive definite, symmetric indefinite ``L D L^T`` otherwise) and
-    applies its inverse exactly. The Hessian's block among the model's
-    ``torch.nn.Linear`` layers is summed from each row's Hessian in the
+    applies its inverse exactly. The curvature's block among the model's
+    ``torch.nn.Linear`` layers is summed from each row's curvature in the
     layers' outputs by matrix products; the rows of other parameters come
-    from Hessian-vector products. It is
+    from curvature-vector products. It is
     the reference every other estimator is compared with; its cost grows as
     ``p^2`` in memory and ``p^3`` in time, so it is meant for models up to a
     few thousand parameters (``max_params``).
@@ -179,23 +179,32 @@ class ExactInfluence(BaseInfluence):
         self._factor, self._pivots = factor_damped(H, eigenvalues, self.damping_)
 
     def _hessian(self):
-        """The dense (p, p) Hessian.
+        """The dense (p, p) Hessian."""
+        H = self._from_linear_layers("hessian")
+        return self._by_products("hessian") if H is None else H
 
-        Its block among linear layers comes from per-row products
-        (:class:`LinearHessian`), the rows of every other parameter from
-        Hessian-vector products. A product with a random vector checks the
-        result; should a model use a linear layer's parameters in a way the
-        block does not see, the Hessian is formed by products alone.
+    def _gauss_newton(self):
+        """The dense (p, p) Gauss-Newton matrix ``mean_b J_b^T H_b J_b + L2``."""
+        G = self._from_linear_layers("ggn")
+        return self._gauss_newton_by_jacobians() if G is None else G
+
+    def _from_linear_layers(self, curvature):
+        """The dense (p, p) curvature, its block among linear layers from per-row
+        products (:class:`LinearHessian`), or None for a model without one.
+
+        The rows of the other parameters come from curvature-vector products.
+        A product with a random vector checks the result; should a model use
+        a linear layer's parameters in a way the block does not see, None.
         """
         model, p = self.model_, self.n_params_
         layers = []
         if model.dtype in (torch.float32, torch.float64):
             layers = linear_layers(model, model.prepare(self._X_train[:1]))
         if not layers:
-            return self._hessian_by_products()
-        blocks = LinearHessian(model, layers, self.dtype_)
+            return None
+        blocks = LinearHessian(model, layers, self.dtype_, curvature)
         rows = min(self.batch_size, max(1, working_bytes(0.5) // blocks.bytes_per_row))
-        for _, X_b, y_b, w_b in self._data(rows).passes("hessian"):
+        for _, X_b, y_b, w_b in self._data(rows).passes(curvature):
             blocks.add(X_b, y_b, w_b)
         # every entry is written below: the block, then the other rows
         H = torch.empty(p, p, dtype=self.dtype_, device=self.device_)
@@ -207,44 +216,40 @@ class ExactInfluence(BaseInfluence):
         others = (~covered).nonzero().flatten()
         for start in range(0, len(others), _COLUMNS_PER_PASS):
             chunk = others[start : start + _COLUMNS_PER_PASS]
-            H_rows = curvature_product(model, self._data(), identity[chunk], "hessian")
+            H_rows = curvature_product(model, self._data(), identity[chunk], curvature)
             H[chunk] = H_rows
             H[:, chunk] = H_rows.T
-        if not self._agrees_with_products(H):
-            return self._hessian_by_products()
-        return H
+        return H if self._agrees_with_products(H, curvature) else None
 
-    def _agrees_with_products(self, H):
-        """Whether ``H v`` matches a Hessian-vector product for a random ``v``
+    def _agrees_with_products(self, H, curvature):
+        """Whether ``H v`` matches a curvature-vector product for a random ``v``
         (to ``sqrt(eps)`` relative: rounding passes, a missed term does not)."""
         generator = torch.Generator().manual_seed(0)
         v = torch.randn(self.n_params_, generator=generator, dtype=self.dtype_)
         v = v.to(self.device_)
-        expected = curvature_product(self.model_, self._data(), v[None], "hessian")[0]
-        error = torch.linalg.vector_norm(H @ v - expected)
+        expected = curvature_product(self.model_, self._data(), v[None], curvature)
+        error = torch.linalg.vector_norm(H @ v - expected[0])
         tolerance = torch.finfo(self.dtype_).eps ** 0.5
         return bool(error <= tolerance * torch.linalg.vector_norm(expected))
 
-    def _hessian_by_products(self):
-        """The dense (p, p) Hessian, by blocks of Hessian-vector products."""
+    def _by_products(self, curvature):
+        """The dense (p, p) curvature by blocks of curvature-vector products."""
         p, data = self.n_params_, self._data()
         identity = torch.eye(p, dtype=self.dtype_, device=self.device_)
         return torch.cat(
             [
                 curvature_product(
-                    self.model_, data, identity[i : i + _COLUMNS_PER_PASS], "hessian"
+                    self.model_, data, identity[i : i + _COLUMNS_PER_PASS], curvature
                 )
                 for i in range(0, p, _COLUMNS_PER_PASS)
             ]
         )
 
-    def _gauss_newton(self):
-        """The dense (p, p) Gauss-Newton matrix ``mean_b J_b^T H_b J_b + L2``.
-
-        From per-sample output Jacobians ``J_b`` (k, p) and loss Hessians
-        ``H_b`` (k, k): one matrix product over all rows and outputs instead
-        of ``p`` Gauss-Newton-vector products.
-        """
+    def _gauss_newton_by_jacobians(self):
+        """The dense (p, p) Gauss-Newton matrix from per-sample output Jacobians
+        ``J_b`` (k, p) and loss Hessians ``H_b`` (k, k): one matrix product
+        over all rows and outputs instead of ``p`` Gauss-Newton-vector
+        products."""
         model, p = self.model_, self.n_params_
         k = model.outputs(model.prepare(self._X_train[:1])).numel()
         rows = min(

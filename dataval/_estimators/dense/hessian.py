@@ -111,10 +111,15 @@ class LinearHessian:
         From :func:`linear_layers`.
     dtype : torch.dtype
         Precision of the sums (the per-row quantities come in the model's).
+    curvature : {"hessian", "ggn"}, default="hessian"
+        The Hessian, or the Gauss-Newton matrix ``J^T H_out J``: the same
+        sums with the Gauss-Newton matrix in the layers' outputs and no
+        first-order term.
     """
 
-    def __init__(self, model, layers, dtype):
+    def __init__(self, model, layers, dtype, curvature="hessian"):
         self.model, self.layers, self.dtype = model, layers, dtype
+        self.curvature = curvature
         widths = [layer.n_out for layer in layers]
         fans = [layer.n_in for layer in layers]
         # each layer's outputs in the (E,) perturbation, its inputs in the (D,)
@@ -143,6 +148,7 @@ class LinearHessian:
             )
             for a in range(L)
             for b in range(a + 1, L)
+            if curvature == "hessian"
         }
 
     def _pairs(self, a):
@@ -162,6 +168,7 @@ class LinearHessian:
                 self._first[key].shape[0] + self._first[key].shape[1]
                 for key in self._first
             ]
+            + [0]
         )
         # the E forward-mode directions carry the row's activations (about D
         # wide) and its gradient in the layers' outputs and inputs
@@ -190,15 +197,18 @@ class LinearHessian:
 
             return hook
 
-        def row_loss(perturbation, x, target, weight):
+        def row_output(perturbation, x):
+            # (1, ...) output of a row whose layers' outputs are perturbed,
+            # (D,) the layers' inputs
             state.perturbation, state.inputs = perturbation[None], {}
             output = model._forward(model.theta, x[None])
             inputs = torch.cat([state.inputs[i][0] for i in range(len(self.layers))])
-            loss = model.adapted.loss(output, target[None]).sum() * weight
-            return loss, inputs
+            return output, inputs
 
-        # (E,) gradient of a row's loss in the layers' outputs, (D,) their inputs
-        gradient = grad(row_loss, has_aux=True)
+        def row_loss(perturbation, x, target, weight):
+            output, inputs = row_output(perturbation, x)
+            return model.adapted.loss(output, target[None]).sum() * weight, inputs
+
         E = self._outputs[-1].stop
         zero = torch.zeros(E, dtype=model.dtype, device=model.device)
         if weights is None:
@@ -206,19 +216,41 @@ class LinearHessian:
         weights = weights.to(model.dtype)
         hooks = {layer.name: perturbing(i) for i, layer in enumerate(self.layers)}
         with model.borrow() as module, _FORWARD_AD, _hooks(module, hooks):
-            rows = (None, 0, 0, 0)
-            delta, inputs = vmap(gradient, in_dims=rows)(zero, X, y, weights)
-            # (b, E, E) Hessian in the outputs, (b, D, E) inputs' Jacobian in them
-            hessian, jacobian = vmap(jacfwd(gradient), in_dims=rows)(
-                zero, X, y, weights
-            )
-        delta, inputs = delta.to(self.dtype), inputs.to(self.dtype)
-        hessian, jacobian = hessian.to(self.dtype), jacobian.to(self.dtype)
-        self._accumulate(delta, inputs, hessian, jacobian)
+            if self.curvature == "hessian":
+                # (E,) gradient of a row's loss in the layers' outputs
+                gradient = grad(row_loss, has_aux=True)
+                rows = (None, 0, 0, 0)
+                delta, inputs = vmap(gradient, in_dims=rows)(zero, X, y, weights)
+                # (b, E, E) Hessian in the outputs, (b, D, E) inputs' Jacobian
+                curvature, jacobian = vmap(jacfwd(gradient), in_dims=rows)(
+                    zero, X, y, weights
+                )
+            else:
 
-    def _accumulate(self, delta, inputs, hessian, jacobian):
-        n = len(delta)
-        ones = torch.ones(n, 1, dtype=self.dtype, device=delta.device)
+                def flat_output(perturbation, x):
+                    output, inputs = row_output(perturbation, x)
+                    return output.reshape(-1), inputs
+
+                # (b, k, E) Jacobian of the output in the layers' outputs
+                J, inputs = vmap(jacfwd(flat_output, has_aux=True), in_dims=(None, 0))(
+                    zero, X
+                )
+        if self.curvature == "hessian":
+            first = (delta.to(self.dtype), jacobian.to(self.dtype))
+        else:
+            J = J.to(self.dtype)
+            H_out = model.output_hessians(X, y).to(self.dtype)  # (b, k, k)
+            curvature = J.transpose(1, 2) @ H_out @ J  # (b, E, E)
+            curvature *= weights.to(self.dtype)[:, None, None]
+            first = None
+        self._accumulate(inputs.to(self.dtype), curvature.to(self.dtype), first)
+
+    def _accumulate(self, inputs, curvature, first):
+        """Add the rows' outer products: ``curvature`` (n, E, E) in the layers'
+        outputs; ``first``: the Hessian's ``(delta (n, E), d inputs / d
+        outputs (n, D, E))``, or None."""
+        n = len(inputs)
+        ones = torch.ones(n, 1, dtype=self.dtype, device=inputs.device)
         x = []
         for layer, span in zip(self.layers, self._inputs):
             x_layer = inputs[:, span]
@@ -229,16 +261,21 @@ class LinearHessian:
         for a in range(L):
             out_a = self._outputs[a]
             j, q = torch.triu_indices(
-                self._columns[a], self._columns[a], device=delta.device
+                self._columns[a], self._columns[a], device=inputs.device
             )
             outer = x[a][:, j] * x[a][:, q]  # (n, pairs j <= q)
-            curvature = hessian[:, out_a, out_a].reshape(n, -1)
-            self._second[a, a].addmm_(outer.T, curvature)
+            self._second[a, a].addmm_(
+                outer.T, curvature[:, out_a, out_a].reshape(n, -1)
+            )
             for b in range(a + 1, L):
                 out_b, in_b = self._outputs[b], self._inputs[b]
                 outer = (x[a][:, :, None] * x[b][:, None, :]).reshape(n, -1)
-                curvature = hessian[:, out_a, out_b].reshape(n, -1)
-                self._second[a, b].addmm_(outer.T, curvature)
+                self._second[a, b].addmm_(
+                    outer.T, curvature[:, out_a, out_b].reshape(n, -1)
+                )
+                if first is None:
+                    continue
+                delta, jacobian = first
                 outer = (x[a][:, :, None] * delta[:, None, out_b]).reshape(n, -1)
                 # (n, I_a, n_in_b): d x_b[q] / d z_a[i]
                 response = jacobian[:, in_b, out_a].transpose(1, 2).reshape(n, -1)
@@ -275,12 +312,14 @@ class LinearHessian:
         n_in_b = self.layers[b].n_in
         # (I_a, J_a, I_b, J_b) and (I_a, J_a, I_b, n_in_b) views
         second = self._second[a, b].view(J_a, J_b, I_a, I_b).permute(2, 0, 3, 1)
-        first = self._first[a, b].view(J_a, I_b, I_a, n_in_b).permute(2, 0, 1, 3)
+        first = self._first.get((a, b))
+        if first is not None:
+            first = first.view(J_a, I_b, I_a, n_in_b).permute(2, 0, 1, 3)
         for rows, j in self._parts(a):
             for columns, q in self._parts(b):
                 piece = second[:, j, :, q]
                 target = H[rows, columns].view(piece.shape).copy_(piece)
-                if isinstance(q, slice):  # the weight's columns
+                if first is not None and isinstance(q, slice):  # weight columns
                     target += first[:, j]
                 target.mul_(scale)
                 H[columns, rows] = H[rows, columns].T
