@@ -156,6 +156,20 @@ class _SharedLayerNet(torch.nn.Module):
         return self.last(torch.tanh(self.twice(torch.tanh(self.twice(self.first(x))))))
 
 
+class _TiedNet(torch.nn.Module):
+    # two linear layers sharing one weight: theirs go to products
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(4, 4)
+        self.second = torch.nn.Linear(4, 4)
+        self.second.weight = self.first.weight
+        self.last = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.second(torch.tanh(self.first(x))))
+        return self.last(hidden)
+
+
 class _WeightUsedTwiceNet(torch.nn.Module):
     # the output layer's weight also enters outside its call: the block
     # cannot see that use, the check with a random product must
@@ -192,6 +206,7 @@ HESSIAN_CASES = [
     dict(id="layer-norm", data=lambda: _network(_LayerNormNet), linear=True),
     dict(id="shared-layer", data=lambda: _network(_SharedLayerNet), linear=True),
     dict(id="conv", data=lambda: _network(_ConvNet), linear=True),
+    dict(id="tied", data=lambda: _network(_TiedNet), linear=True),
     dict(
         id="weight-used-twice", data=lambda: _network(_WeightUsedTwiceNet), linear=False
     ),

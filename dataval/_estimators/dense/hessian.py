@@ -1,4 +1,4 @@
-"""The dense Hessian's block among a model's linear layers, from per-row products.
+"""The dense curvature's block among a model's linear layers, from per-row products.
 
 A linear layer ``z = W x + b`` called once per row sees its weight only
 through that product, so ``d loss / d W[i, j] = delta[i] x[j]`` with
@@ -11,10 +11,13 @@ through that product, so ``d loss / d W[i, j] = delta[i] x[j]`` with
 Per row this needs the Hessian of the loss in the layers' outputs ``(E, E)``
 (``E`` the sum of their widths), the Jacobian of the layers' inputs in those
 outputs and ``delta``: one forward-mode pass of ``E`` directions through each
-row's gradient, cheap. The sums over rows are then matrix products of
-row-wise outer products (``2 n p^2`` flop in all, at matrix-product speed),
-where ``p`` Hessian-vector products spend several times that flop in
-memory-bound batched element-wise work.
+row's gradient, cheap. The Gauss-Newton matrix is the first sum with the
+Gauss-Newton matrix in the layers' outputs, ``J^T H_out J`` for the
+Jacobian ``J`` of the model's output in them. The sums over rows are matrix
+products of row-wise outer products (``2 n p^2`` flop in all, at
+matrix-product speed), where ``p`` curvature-vector products spend several
+times that flop in memory-bound batched element-wise work, and per-sample
+Jacobians ``k`` times it.
 """
 
 from contextlib import contextmanager
