@@ -212,11 +212,12 @@ class ExactInfluence(BaseInfluence):
         covered = blocks.covered().to(self.device_)
         diagonal = H.diagonal()
         diagonal[covered] += model.l2.to(self.dtype_)[covered]
-        identity = torch.eye(p, dtype=self.dtype_, device=self.device_)
         others = (~covered).nonzero().flatten()
         for start in range(0, len(others), _COLUMNS_PER_PASS):
             chunk = others[start : start + _COLUMNS_PER_PASS]
-            H_rows = curvature_product(model, self._data(), identity[chunk], curvature)
+            V = torch.zeros(len(chunk), p, dtype=self.dtype_, device=self.device_)
+            V[torch.arange(len(chunk)), chunk] = 1  # (c, p) rows of the identity
+            H_rows = curvature_product(model, self._data(), V, curvature)
             H[chunk] = H_rows
             H[:, chunk] = H_rows.T
         return H if self._agrees_with_products(H, curvature) else None
