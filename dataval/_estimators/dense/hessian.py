@@ -41,14 +41,14 @@ class LinearLayer(NamedTuple):
 
 
 def linear_layers(model, x):
-    """The linear layers whose Hessian blocks :class:`LinearHessian` forms.
+    """The linear layers whose curvature blocks :class:`LinearHessian` forms.
 
     ``torch.nn.Linear`` modules whose weight (and bias, when it has one) is
     trainable and used under no other name, and which the forward pass of
     one prepared row ``x`` (shape ``(1, ...)``) calls exactly once, on a
-    ``(1, n_in)`` input: the Hessian among their parameters then follows from
-    the layers' inputs and outputs alone. Others (called twice, with
-    sequence dimensions, not called) are left to Hessian-vector products.
+    ``(1, n_in)`` input: the curvature among their parameters then follows
+    from the layers' inputs and outputs alone. Others (called twice, with
+    sequence dimensions, not called) are left to curvature-vector products.
     """
     positions, start = {}, 0
     for name, size in zip(model.names, model.sizes):
@@ -105,7 +105,7 @@ def _hooks(module, hooks):
 
 
 class LinearHessian:
-    """Sums over rows of the Hessian's block among linear layers.
+    """Sums over rows of the curvature's block among linear layers.
 
     Parameters
     ----------
