@@ -170,6 +170,14 @@ class _TiedNet(torch.nn.Module):
         return self.last(hidden)
 
 
+class _InplaceReluNet(torch.nn.Sequential):
+    # an in-place operation on a perturbed layer output
+    def __init__(self):
+        super().__init__(
+            torch.nn.Linear(4, 6), torch.nn.ReLU(inplace=True), torch.nn.Linear(6, 3)
+        )
+
+
 class _WeightUsedTwiceNet(torch.nn.Module):
     # the output layer's weight also enters outside its call: the block
     # cannot see that use, the check with a random product must
@@ -207,6 +215,7 @@ HESSIAN_CASES = [
     dict(id="shared-layer", data=lambda: _network(_SharedLayerNet), linear=True),
     dict(id="conv", data=lambda: _network(_ConvNet), linear=True),
     dict(id="tied", data=lambda: _network(_TiedNet), linear=True),
+    dict(id="inplace-relu", data=lambda: _network(_InplaceReluNet), linear=True),
     dict(
         id="weight-used-twice", data=lambda: _network(_WeightUsedTwiceNet), linear=False
     ),

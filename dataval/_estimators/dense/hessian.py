@@ -196,7 +196,11 @@ class LinearHessian:
 
             def hook(layer, inputs, output):
                 state.inputs[index] = inputs[0]
-                return output + state.perturbation[:, span]
+                # times a ones tensor batched like the rows: the sum's tangent
+                # is then batched over rows too, as an in-place operation on
+                # it (ReLU(inplace=True)) needs under vmap
+                ones = torch.ones_like(output)
+                return output + state.perturbation[:, span] * ones
 
             return hook
 
