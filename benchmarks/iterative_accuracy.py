@@ -115,15 +115,9 @@ class TimedExact(ExactInfluence):
         return H
 
 
-class FormerExact(TimedExact):
-    """``ExactInfluence`` as at commit c2edd84: the curvature by blocks of
-    curvature-vector products, then a full float64 eigendecomposition."""
-
-    def _hessian(self):
-        return self._timed(lambda: self._by_products("hessian"))
-
-    def _gauss_newton(self):
-        return self._timed(lambda: self._by_products("ggn"))
+class EighExact(TimedExact):
+    """``ExactInfluence`` solving through a full float64 eigendecomposition
+    (its eigenvectors are kept: ``truncated`` cuts them)."""
 
     def _fit_curvature(self):
         self.curvature_ = resolve_curvature(self.curvature, self.model_)
@@ -138,6 +132,17 @@ class FormerExact(TimedExact):
 
     def _curvature(self):
         return Eigenbasis(self._eigenvectors, 1 / (self.eigenvalues_ + self.damping_))
+
+
+class FormerExact(EighExact):
+    """``ExactInfluence`` as at commit c2edd84: the curvature by blocks of
+    curvature-vector products, then a full float64 eigendecomposition."""
+
+    def _hessian(self):
+        return self._timed(lambda: self._by_products("hessian"))
+
+    def _gauss_newton(self):
+        return self._timed(lambda: self._by_products("ggn"))
 
 
 class PreviousExact(TimedExact):
@@ -157,7 +162,7 @@ def truncated(exact, rank, complement):
 
     The others are set to inf (``complement="ignore"``: they contribute
     1 / inf = 0) or to 0 (``"damping"``: they contribute 1 / damping).
-    ``exact`` is a ``FormerExact``: it keeps its eigenvectors.
+    ``exact`` is an ``EighExact``: it keeps its eigenvectors.
     """
     cut = copy.copy(exact)
     eigenvalues = exact.eigenvalues_.clone()
@@ -311,7 +316,7 @@ def table():
     model = MLPClassifier(
         hidden_layer_sizes=(32,), alpha=1e-2, max_iter=3000, tol=1e-8, random_state=0
     ).fit(data[0], data[1])
-    exact = FormerExact(damping=DAMPING)
+    exact = EighExact(damping=DAMPING)
     reference, exact_time = timed(exact, model, data)
     p = exact.n_params_
     rank = p // 10
