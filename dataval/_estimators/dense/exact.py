@@ -11,6 +11,7 @@ from ..._finite import check_finite
 from ..._numerics.curvature import resolve_curvature
 from ..._numerics.damping import resolve_damping
 from ..._numerics.operator import curvature_product
+from ..._numerics.seeding import torch_generator
 from ..._numerics.spectral import (
     DenseFactor,
     factor_damped,
@@ -225,8 +226,7 @@ class ExactInfluence(BaseInfluence):
     def _agrees_with_products(self, H, curvature):
         """Whether ``H v`` matches a curvature-vector product for a random ``v``
         (to ``sqrt(eps)`` relative: rounding passes, a missed term does not)."""
-        generator = torch.Generator().manual_seed(0)
-        v = torch.randn(self.n_params_, generator=generator, dtype=self.dtype_)
+        v = torch.randn(self.n_params_, generator=torch_generator(0), dtype=self.dtype_)
         v = v.to(self.device_)
         expected = curvature_product(self.model_, self._data(), v[None], curvature)
         error = torch.linalg.vector_norm(H @ v - expected[0])
