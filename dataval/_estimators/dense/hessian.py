@@ -50,10 +50,7 @@ def linear_layers(model, x):
     from the layers' inputs and outputs alone. Others (called twice, with
     sequence dimensions, not called) are left to curvature-vector products.
     """
-    positions, start = {}, 0
-    for name, size in zip(model.names, model.sizes):
-        positions[name] = slice(start, start + size)
-        start += size
+    positions = dict(zip(model.names, _spans(model.sizes)))
     with model.borrow() as module:
         uses = {}
         for _, parameter in module.named_parameters(remove_duplicate=False):
